@@ -1,0 +1,47 @@
+"""Atomic checkpoints: written to a temporary file beside the target, then renamed over it.
+
+A crash or a kill while writing leaves the previous checkpoint intact; a corrupt file
+found on resume is reported as one line, never silently replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgm_run.errors import UserError
+
+FORMAT = 1
+REQUIRED = ("format", "model", "optimizers", "schedulers", "epoch", "step", "batch_in_epoch", "plan", "rng")
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"resume: no checkpoint at {path}; the run wrote none yet, start it again without resume=")
+    try:
+        # Checkpoints hold tensors, plain containers and numbers only: weights_only loading suffices.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UserError(f"checkpoint {path} is corrupt or truncated ({reason}); "
+                        "restore a good copy or start the run again without resume=") from None
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing or state["format"] != FORMAT:
+        raise UserError(f"checkpoint {path} is not a dgm-run checkpoint of format {FORMAT} "
+                        f"(missing {', '.join(missing) or 'nothing'}, format {state.get('format') if isinstance(state, dict) else '?'})")
+    return state

@@ -1,0 +1,87 @@
+"""The `dgm-run` command: a Hydra app whose user errors end in one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from dgm_run.errors import UserError
+from dgm_run.train import run
+from dgm_run.trainer import Interrupted
+
+EXIT_USER_ERROR = 2
+
+# A resumed run reuses its own directory and keeps the .hydra/ files of its first start.
+OmegaConf.register_new_resolver("dgm_run_dir", lambda resume, default: resume or default, replace=True)
+OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True)
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    print(f"dgm-run: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://dgm_run.configs", config_name="config")
+def app(cfg: DictConfig) -> Optional[float]:
+    hydra_cfg = HydraConfig.get()
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    try:
+        metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+    except UserError as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # the sweep records the failed job
+        fail(str(err))
+    except Interrupted as err:
+        run_dir = cfg.resume or hydra_cfg.runtime.output_dir
+        print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}",
+              file=sys.stderr)
+        sys.exit(128 + err.signum)
+    return metrics.get("eval/loss")
+
+
+def _allowed_keys(full_key: str) -> str:
+    """The keys beside a misspelt one, from the config composed without the offending override."""
+    parent = full_key.rpartition(".")[0]
+    others = [a for a in sys.argv[1:] if not a.startswith("-") and a.split("=")[0].lstrip("+~") != full_key]
+    try:
+        with hydra.initialize_config_module("dgm_run.configs", version_base="1.3"):
+            node = hydra.compose("config", overrides=others)
+        node = OmegaConf.select(node, parent) if parent else node
+        return ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
+    except Exception:  # the listing is a courtesy; the error line stands without it
+        return ""
+
+
+def describe(err: Exception) -> str:
+    """One line for a Hydra composition error: the key or option and what is allowed."""
+    if isinstance(err, MissingConfigException) and err.options:
+        group, _, option = (err.missing_cfg_file or "").rpartition("/")
+        return f"{group}={option} is not a known option; choose one of: {', '.join(sorted(err.options))}"
+    cause = err.__cause__
+    full_key = getattr(cause, "full_key", None)
+    if isinstance(cause, OmegaConfBaseException) and full_key:
+        allowed = _allowed_keys(full_key)
+        return f"unknown key '{full_key}'" + (f"; allowed keys here: {allowed}" if allowed else "")
+    return " ".join(str(err).split())
+
+
+def main() -> None:
+    # Hydra re-raises composition errors when this is set, so they get our one-line report.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        app()
+    except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
+        fail(describe(err))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""Schemas of the config groups and the validation of a composed config.
+
+Hydra composes `configs/` into one DictConfig; `validate()` merges each group into its
+dataclass schema, so that an unknown key, a wrong type or a value out of range becomes a
+UserError that names the key. Models and data sources carry their own schema as a
+nested `Config` class (see models/base.py and data/base.py), found via `_target_`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import hydra.utils
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from dgm_run.errors import UserError
+
+
+class InvalidValue(ValueError):
+    """Raised by a schema's __post_init__; `validate_section` prefixes the section name."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise InvalidValue(key, message)
+
+
+def check_positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        check(value is None or value >= 1, name, f"must be a positive integer (got {value})")
+
+
+def check_choice(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    check(value in allowed, name, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 50
+    # When set, training stops after this many batches even if epochs remain.
+    max_steps: Optional[int] = None
+    batch_size: int = 100
+    # Semi-supervised data: labelled examples per batch, beside `batch_size` unlabelled ones.
+    labelled_batch_size: int = 100
+    eval_every_epochs: int = 1
+    eval_batch_size: int = 500
+    # Checkpoints are written every this many batches, at the end of every epoch, on
+    # SIGTERM/SIGINT and at the end of training.
+    checkpoint_every_steps: int = 500
+    log_every_steps: int = 50
+    # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass.
+    precision: str = "auto"
+    compile: bool = False
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_epochs", "max_steps", "batch_size", "labelled_batch_size",
+                       "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
+                       "log_every_steps")
+        check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
+
+
+@dataclass
+class PhaseOptimizerConfig:
+    """Per-phase overrides of the optimizer settings; unset fields inherit."""
+
+    lr: Optional[float] = None
+    betas: Optional[list[float]] = None
+    weight_decay: Optional[float] = None
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    # Step decay per epoch: lr * lr_decay ** (epoch // lr_decay_every_epochs), floored at min_lr.
+    lr_decay: float = 1.0
+    lr_decay_every_epochs: int = 1
+    min_lr: float = 0.0
+    phases: dict[str, PhaseOptimizerConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice(self, "name", ("adam", "adamw", "sgd"))
+        check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
+              f"must be two numbers in [0, 1) (got {self.betas})")
+        check(0 < self.lr_decay <= 1, "lr_decay", f"must be in (0, 1] (got {self.lr_decay})")
+        check_positive(self, "lr_decay_every_epochs")
+        check(self.min_lr >= 0, "min_lr", f"must be >= 0 (got {self.min_lr})")
+
+
+@dataclass
+class DeviceConfig:
+    # auto: the first CUDA GPU when one is visible, else the CPU.
+    type: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_choice(self, "type", ("auto", "cpu", "cuda"))
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = True
+    # Number of images in the sample and reconstruction grids.
+    images: int = 64
+
+    def __post_init__(self) -> None:
+        check(self.images >= 0, "images", f"must be >= 0 (got {self.images})")
+
+
+@dataclass
+class RunConfig:
+    """The validated config of one run, as typed objects."""
+
+    model: Any
+    data: Any
+    trainer: TrainerConfig
+    optimizer: OptimizerConfig
+    device: DeviceConfig
+    logger: LoggerConfig
+    seed: int
+
+
+GROUP_SCHEMAS = {
+    "trainer": TrainerConfig,
+    "optimizer": OptimizerConfig,
+    "device": DeviceConfig,
+    "logger": LoggerConfig,
+}
+
+
+def _field_names(schema: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(schema) if not f.name.startswith("_"))
+
+
+def validate_section(schema: type, node: DictConfig, section: str) -> Any:
+    """Merge `node` into `schema` and build the dataclass, or raise a one-line UserError."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except InvalidValue as err:
+        raise UserError(f"{section}.{err}") from None
+    except ConfigKeyError as err:
+        owner = err.object_type if dataclasses.is_dataclass(err.object_type) else schema
+        raise UserError(f"{section}: unknown key '{err.key}'; allowed keys: {_field_names(owner)}") from None
+    except OmegaConfBaseException as err:
+        message = str(err.msg).splitlines()[0]
+        raise UserError(f"{section}.{err.full_key}: {message}") from None
+
+
+def target_class(node: DictConfig, section: str) -> type:
+    """The class a model or data config names in `_target_`."""
+    target = node.get("_target_")
+    if not target:
+        raise UserError(f"{section}._target_ is missing: name the class to build, e.g. dgm_run.models.vae.VAE")
+    try:
+        return hydra.utils.get_class(target)
+    except Exception as err:  # hydra wraps import errors in its own types
+        raise UserError(f"{section}._target_: cannot import '{target}' ({str(err).splitlines()[0]})") from None
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Validate every group of a composed config; model and data by their own schemas."""
+    sections = {name: validate_section(schema, cfg[name], name) for name, schema in GROUP_SCHEMAS.items()}
+    for name in ("model", "data"):
+        sections[name] = validate_section(target_class(cfg[name], name).Config, cfg[name], name)
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise UserError(f"seed: must be a non-negative integer (got {cfg.seed})")
+    return RunConfig(seed=cfg.seed, **sections)
+
+
+def flatten(cfg: DictConfig) -> dict[str, Any]:
+    """The config as {"model.z_dim": 50, ...}, lists as strings: the form HParams takes."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            key = prefix[:-1]
+            flat[key] = node if isinstance(node, (bool, int, float, str)) else str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat

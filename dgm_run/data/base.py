@@ -1,0 +1,167 @@
+"""What every data source provides, and the device-resident batches the trainer consumes.
+
+A data source loads a `Splits` (uint8 images or float points, integer labels) on the
+CPU. `DeviceData` moves it to the training device once, draws the labelled subset, and
+serves batches as index slices: no DataLoader, no host round trip on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from dgm_run.config import check, check_positive
+from dgm_run.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    """Fields every data source accepts; sources extend it with their own."""
+
+    _target_: str = ""
+    # Labelled training examples, balanced per class; null: the data is used unlabelled.
+    n_labels: Optional[int] = None
+    # Seed of the labelled subset and of the test-set binarization, fixed across model seeds.
+    split_seed: int = 0
+    # Draw a fresh Bernoulli sample of the pixels for every batch (the papers' dynamic binarization).
+    binarize: bool = True
+
+    def __post_init__(self) -> None:
+        check_positive(self, "n_labels")
+        check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
+
+
+@dataclass
+class Splits:
+    """A data set on the CPU. Images are uint8 (N, C, H, W); labels int64 (N,)."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    n_classes: int
+
+
+class DataSource:
+    """Base of the data sources named by `data._target_`."""
+
+    Config = DataConfig
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+
+    def load(self) -> Splits:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know of its data to size its networks."""
+
+    shape: tuple[int, ...]
+    n_classes: int
+    is_image: bool
+    semi_supervised: bool
+
+
+@dataclass
+class Batch:
+    """One training batch: `x` unlabelled; the labelled part is present for semi-supervised data."""
+
+    x: Tensor
+    x_labelled: Optional[Tensor] = None
+    y_labelled: Optional[Tensor] = None
+
+
+@dataclass
+class EpochPlan:
+    """The random order of one epoch; kept in checkpoints so a run resumes mid-epoch exactly."""
+
+    order: Tensor
+    labelled_order: Optional[Tensor]
+
+
+def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int) -> Tensor:
+    """Indices of n_labels examples, n_labels / n_classes of each class, drawn with `seed`."""
+    if n_labels % n_classes:
+        raise UserError(f"data.n_labels={n_labels} must be divisible by the number of classes ({n_classes})")
+    per_class = n_labels // n_classes
+    generator = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in range(n_classes):
+        members = torch.nonzero(y == c).flatten()
+        if len(members) < per_class:
+            raise UserError(f"data.n_labels={n_labels} needs {per_class} examples of class {c}, "
+                            f"but the training set has {len(members)}")
+        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(picked)
+
+
+class DeviceData:
+    """The data set resident on `device`, served as batches of index slices."""
+
+    def __init__(self, splits: Splits, cfg: DataConfig, batch_size: int, labelled_batch_size: int,
+                 device: torch.device) -> None:
+        n_train = len(splits.x_train)
+        if cfg.n_labels is not None and cfg.n_labels > n_train:
+            raise UserError(f"data.n_labels={cfg.n_labels} is larger than the training set ({n_train} examples)")
+        if batch_size > n_train:
+            raise UserError(f"trainer.batch_size={batch_size} is larger than the training set ({n_train} examples)")
+        self.cfg = cfg
+        self.n_classes = splits.n_classes
+        self.shape = tuple(splits.x_train.shape[1:])
+        self.batch_size = batch_size
+        self.labelled_batch_size = labelled_batch_size
+        self.steps_per_epoch = n_train // batch_size  # the last, partial batch is dropped
+        self.x_train = splits.x_train.to(device)
+        self.y_train = splits.y_train.to(device)
+        self.y_test = splits.y_test.to(device)
+        # The test set is binarized once, with the split seed, so every evaluation sees the same digits.
+        self.x_test = self._to_float(splits.x_test, torch.Generator().manual_seed(cfg.split_seed)).to(device)
+        self.labelled = None
+        if cfg.n_labels is not None:
+            self.labelled = balanced_labels(splits.y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
+
+    @property
+    def is_image(self) -> bool:
+        return self.x_train.dtype == torch.uint8
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec(self.shape, self.n_classes, self.is_image, self.labelled is not None)
+
+    def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+        if not self.is_image:
+            return x.float()
+        x = x.float() / 255.0
+        return torch.bernoulli(x, generator=generator) if self.cfg.binarize else x
+
+    def plan_epoch(self) -> EpochPlan:
+        """Draw the order of the next epoch from the global RNG (saved in checkpoints)."""
+        device = self.x_train.device
+        order = torch.randperm(len(self.x_train), device=device)
+        labelled_order = None
+        if self.labelled is not None:
+            # Cycle through the labelled set in fresh random orders, so each label is seen equally often.
+            n_l = len(self.labelled)
+            repeats = math.ceil(self.steps_per_epoch * self.labelled_batch_size / n_l)
+            labelled_order = torch.cat([self.labelled[torch.randperm(n_l, device=device)] for _ in range(repeats)])
+        return EpochPlan(order, labelled_order)
+
+    def batch(self, plan: EpochPlan, i: int) -> Batch:
+        index = plan.order[i * self.batch_size:(i + 1) * self.batch_size]
+        batch = Batch(x=self._to_float(self.x_train[index]))
+        if plan.labelled_order is not None:
+            lb = self.labelled_batch_size
+            index_l = plan.labelled_order[i * lb:(i + 1) * lb]
+            batch.x_labelled = self._to_float(self.x_train[index_l])
+            batch.y_labelled = self.y_train[index_l]
+        return batch
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        for start in range(0, len(self.x_test), batch_size):
+            yield self.x_test[start:start + batch_size], self.y_test[start:start + batch_size]

@@ -1,0 +1,29 @@
+"""The training device and its numerical settings."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from dgm_run.errors import UserError
+
+
+def resolve_device(kind: str) -> torch.device:
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda: no CUDA GPU is visible to PyTorch on this machine; use device=cpu or device=auto")
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(kind)
+
+
+def configure_precision(precision: str, device: torch.device) -> ContextManager:
+    """Set matmul precision; return the autocast context for forward passes."""
+    if precision == "auto":
+        precision = "tf32" if device.type == "cuda" else "fp32"
+    torch.backends.cuda.matmul.allow_tf32 = precision in ("tf32", "bf16")
+    torch.backends.cudnn.allow_tf32 = precision in ("tf32", "bf16")
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,66 @@
+"""The model contract shared by every model and the one training loop.
+
+A model declares its phases (groups of parameters updated together) and returns, for a
+phase and a batch, a dict of named loss terms with the total under "loss". The trainer
+runs `Config.schedule` (a list of {phase, steps}) on every batch, logging every term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from torch import Tensor, nn
+
+from dgm_run.config import check, check_positive
+from dgm_run.data.base import Batch, DataSpec
+
+
+@dataclass
+class PhaseStep:
+    phase: str = "elbo"
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        check_positive(self, "steps")
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model accepts; models extend it with their own."""
+
+    _target_: str = ""
+    # The phases run on every batch, in order, each for `steps` optimizer steps.
+    schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep()])
+
+    def __post_init__(self) -> None:
+        check(len(self.schedule) > 0, "schedule", "must name at least one phase")
+
+
+class GenerativeModel(nn.Module):
+    Config = ModelConfig
+    phases: tuple[str, ...] = ("elbo",)
+
+    def __init__(self, cfg: ModelConfig, spec: DataSpec) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.spec = spec
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        """The parameters `phase` updates; single-phase models update all of them."""
+        assert len(self.phases) == 1, "models with several phases must say which parameters each updates"
+        return list(self.parameters())
+
+    def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Per-example metrics of a test batch, each of shape (B,); the trainer averages them."""
+        return {}
+
+    def sample(self, n: int) -> Optional[Tensor]:
+        """n samples shaped like the data, values in [0, 1] for images; None if not supported."""
+        return None
+
+    def reconstruct(self, x: Tensor) -> Optional[Tensor]:
+        return None
