@@ -81,7 +81,7 @@ class PhaseOptimizerConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adam"
-    lr: float = 3e-4
+    lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0

@@ -1,0 +1,85 @@
+"""Bad input ends in one clear line that names the key or file and what is allowed, exit 2."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import TINY
+
+# (arguments, a fragment the one error line must contain)
+BAD_INPUT = [
+    (["model=foo"], "model=foo is not a known option; choose one of: vae"),
+    (["data=bar"], "data=bar is not a known option; choose one of: digits, mnist, mnist_100labels"),
+    (["trainer.max_epoch=5"], "unknown key 'trainer.max_epoch'; allowed keys here: max_epochs, max_steps"),
+    (["model.hiden=[10]"], "unknown key 'model.hiden'; allowed keys here: _target_, z_dim, hidden"),
+    (["trainer.batch_size=0"], "trainer.batch_size: must be a positive integer (got 0)"),
+    (["trainer.batch_size=-5"], "trainer.batch_size: must be a positive integer (got -5)"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs: must be a positive integer (got 0)"),
+    (["trainer.max_epochs=-1"], "trainer.max_epochs: must be a positive integer (got -1)"),
+    (["trainer.max_epochs=ten"], "trainer.max_epochs: Value 'ten' of type 'str' could not be converted to Integer"),
+    (["trainer.precision=fp8"], "trainer.precision: 'fp8' is not allowed; choose one of auto, fp32, tf32, bf16"),
+    (["data.n_labels=9000"], "data.n_labels=9000 is larger than the training set (8000 examples)"),
+    (["data.n_labels=15"], "data.n_labels=15 must be divisible by the number of classes (10)"),
+    (["optimizer.lr=0"], "optimizer.lr: must be > 0 (got 0.0)"),
+    (["model.activation=swish"], "model.activation: 'swish' is not allowed; choose one of relu, softplus"),
+]
+
+
+def assert_one_line_error(code: int, err: str, fragment: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dgm-run: error: ") and fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,fragment", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_value_is_one_clear_line(cli, tmp_path, args, fragment):
+    code, _, err = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_data_without_download(cli, tmp_path):
+    code, _, err = cli(*TINY, "data=mnist", f"data.root={tmp_path / 'nowhere'}", "data.download=false",
+                       f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(code, err, f"data.root={tmp_path / 'nowhere'}: no MNIST in")
+    assert "set data.download=true" in err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_data_file_is_named(cli, tmp_path, damage):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    assets = __import__("dgm_run.data.digits", fromlist=["ASSETS"]).ASSETS
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            shutil.copy(assets / f"t10k-{kind}-ubyte.gz", raw / f"{split}-{kind}-ubyte.gz")
+    bad = raw / "train-images-idx3-ubyte.gz"
+    if damage == "truncated":
+        bad.write_bytes(bad.read_bytes()[:50_000])
+    else:
+        bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\xff" * 100))
+    code, _, err = cli(*TINY, "data=mnist", f"data.root={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(code, err, f"data file {bad} is corrupt or truncated")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_cuda_without_gpu(cli, tmp_path):
+    code, _, err = cli(*TINY, "device=cuda", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(code, err, "device=cuda: no CUDA GPU is visible to PyTorch on this machine; "
+                                     "use device=cpu or device=auto")
+
+
+def test_console_script_reports_the_same_line(tmp_path):
+    """The installed `dgm-run` entry point, not only main(), gives the one-line error."""
+    script = shutil.which("dgm-run", path=str(__import__("pathlib").Path(sys.executable).parent))
+    assert script, "dgm-run is not installed beside this Python"
+    done = subprocess.run([script, "model=foo", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
+                          timeout=120)
+    assert_one_line_error(done.returncode, done.stderr, "model=foo is not a known option")

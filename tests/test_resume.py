@@ -1,0 +1,94 @@
+"""Interrupted runs resume to the same final numbers as uninterrupted ones; corrupt checkpoints are refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+# Big enough that a kill lands mid-epoch (80 batches per epoch), small enough for seconds on a CPU.
+RUN = ["trainer.max_epochs=3", "trainer.checkpoint_every_steps=7", "trainer.eval_every_epochs=1",
+       "trainer.log_every_steps=10", "trainer.progress_bar=false", "model.iw_samples=4", "logger.images=8",
+       "device=cpu"]
+DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
+
+
+def dgm_run(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([DGM_RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def final_metrics(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("time/eval_s")
+    return metrics
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    proc = dgm_run(*RUN, f"hydra.run.dir={run_dir}")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return final_metrics(run_dir)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_killed_run_resumes_to_identical_metrics(tmp_path, reference, sig):
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    proc = dgm_run(*RUN, f"hydra.run.dir={run_dir}")
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert f"checkpoint saved. Resume with: dgm-run resume={run_dir}" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    state = torch.load(ckpt, weights_only=True)
+    assert 0 < state["batch_in_epoch"] < 80 and state["epoch"] == 0, "the kill should land mid-epoch"
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = dgm_run(f"resume={run_dir}")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    assert final_metrics(run_dir) == reference
+
+
+def test_resume_may_extend_training(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli(*RUN, "trainer.max_epochs=1", "model.hidden=[32]", f"hydra.run.dir={run_dir}")[0] == 0
+    assert cli(f"resume={run_dir}", "trainer.max_epochs=2")[0] == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["epoch"] == 2
+    code, _, err = cli(f"resume={run_dir}", "model.z_dim=3")
+    assert code == 2 and "only trainer.* keys may change when resuming (got model.z_dim=3)" in err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_checkpoint_is_refused_and_kept(cli, tmp_path, damage):
+    run_dir = tmp_path / "run"
+    assert cli(*RUN, "trainer.max_epochs=1", "model.hidden=[32]", f"hydra.run.dir={run_dir}")[0] == 0
+    ckpt = run_dir / "checkpoints" / "last.pt"
+    good = ckpt.read_bytes()
+    bad = {"truncated": good[: len(good) // 2], "garbage": b"not a checkpoint" * 100, "empty": b""}[damage]
+    ckpt.write_bytes(bad)
+    events = sorted(p.name for p in run_dir.iterdir())
+    code, _, err = cli(f"resume={run_dir}")
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]
+    assert f"checkpoint {ckpt} is corrupt or truncated" in err
+    assert ckpt.read_bytes() == bad and sorted(p.name for p in run_dir.iterdir()) == events
+
+
+def test_resume_of_a_directory_without_a_run(cli, tmp_path):
+    code, _, err = cli(f"resume={tmp_path}")
+    assert code == 2 and f"resume={tmp_path}: no config.yaml there" in err

@@ -1,0 +1,94 @@
+"""The training loop's contract: schedules, per-phase optimizers, divergence, checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dgm_run import checkpoint
+from dgm_run.errors import UserError
+from dgm_run.train import run
+from tests.conftest import TINY, compose_cfg
+
+
+def two_player_cfg(*overrides: str, nan_at_call=None):
+    cfg = compose_cfg(*TINY, "trainer.max_steps=6", "logger=none", *overrides)
+    cfg.model = OmegaConf.create({"_target_": "tests.toy_models.TwoPlayer", "nan_at_call": nan_at_call,
+                                  "schedule": [{"phase": "adversary", "steps": 2}, {"phase": "primal", "steps": 1}]})
+    return cfg
+
+
+def build_trainer(cfg, run_dir):
+    """The trainer `run` would build, without running it."""
+    from dgm_run.config import target_class, validate
+    from dgm_run.data.base import DeviceData
+    from dgm_run.device import configure_precision
+    from dgm_run.tensorboard import TensorBoardLogger
+    from dgm_run.trainer import Trainer
+
+    rc = validate(cfg)
+    torch.manual_seed(rc.seed)
+    data = DeviceData(target_class(cfg.data, "data")(rc.data).load(), rc.data, rc.trainer.batch_size,
+                      rc.trainer.labelled_batch_size, torch.device("cpu"))
+    model = target_class(cfg.model, "model")(rc.model, data.spec)
+    return Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), configure_precision("fp32", data.x_train.device))
+
+
+def test_schedule_runs_each_phase_its_steps_per_batch(tmp_path):
+    trainer = build_trainer(two_player_cfg(), tmp_path)
+    steps = {p: 0 for p in trainer.optimizers}
+    for phase, optimizer in trainer.optimizers.items():
+        optimizer.register_step_post_hook(lambda *_, phase=phase: steps.__setitem__(phase, steps[phase] + 1))
+    plan = trainer.data.plan_epoch()
+    for i in range(3):
+        trainer.train_step(trainer.data.batch(plan, i))
+    assert steps == {"adversary": 6, "primal": 3}
+    assert trainer.model.calls == ["adversary", "adversary", "primal"] * 3
+
+
+def test_each_phase_changes_only_its_own_parameters(tmp_path):
+    trainer = build_trainer(two_player_cfg("trainer.max_steps=1"), tmp_path)
+    model, batch = trainer.model, trainer.data.batch(trainer.data.plan_epoch(), 0)
+    for phase, optimizer in trainer.optimizers.items():
+        own = {id(p) for p in model.phase_parameters(phase)}
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        model.loss(phase, batch)["loss"].backward()
+        # No gradient leaks onto another phase's parameters...
+        assert all(p.grad is None for p in model.parameters() if id(p) not in own), phase
+        optimizer.step()
+        # ...and the step moves only this phase's parameters.
+        for name, p in model.named_parameters():
+            changed = not torch.equal(before[name], p.detach())
+            assert changed == (id(p) in own), (phase, name)
+
+
+def test_unknown_phase_in_schedule_is_a_user_error(tmp_path):
+    cfg = two_player_cfg()
+    cfg.model.schedule[0].phase = "advesary"
+    with pytest.raises(UserError, match=r"model.schedule\[0\].phase: 'advesary' is not a phase of TwoPlayer; "
+                                        r"phases: adversary, primal"):
+        run(cfg, tmp_path)
+
+
+def test_nan_loss_stops_with_phase_and_step_and_keeps_last_good_checkpoint(tmp_path):
+    # 3 calls per batch; call 22 is the 1st adversary step of batch 8 (step 8), after the checkpoint at step 5.
+    cfg = two_player_cfg("trainer.max_steps=20", "trainer.checkpoint_every_steps=5", "trainer.log_every_steps=2",
+                         nan_at_call=22)
+    with pytest.raises(UserError, match=r"the adversary loss was NaN or infinite at step 8; the last good checkpoint"):
+        run(cfg, tmp_path)
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 5  # the checkpoint of step 5 stands; step 10 was never written
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_lr_decays_stepwise_to_floor(tmp_path):
+    cfg = compose_cfg(*TINY, "optimizer.lr=1e-3", "optimizer.lr_decay=0.5", "optimizer.lr_decay_every_epochs=2",
+                      "optimizer.min_lr=3e-4")
+    trainer = build_trainer(cfg, tmp_path)
+    lrs = []
+    for _ in range(6):
+        lrs.append(trainer.optimizers["elbo"].param_groups[0]["lr"])
+        trainer.schedulers["elbo"].step()
+    assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 3e-4, 3e-4])
