@@ -29,7 +29,7 @@ class VAE(GenerativeModel):
         _target_: str = "dgm_run.models.vae.VAE"
         z_dim: int = 50
         hidden: list[int] = field(default_factory=lambda: [500, 500])
-        activation: str = "softplus"
+        activation: str = "relu"
         # k of the importance-weighted log-likelihood estimate at evaluation.
         iw_samples: int = 100
 
