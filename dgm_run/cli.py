@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -31,7 +31,7 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dgm_run.configs", config_name="config")
-def app(cfg: DictConfig) -> Optional[float]:
+def app(cfg: DictConfig) -> dict[str, float]:
     hydra_cfg = HydraConfig.get()
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     try:
@@ -45,7 +45,7 @@ def app(cfg: DictConfig) -> Optional[float]:
         print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}",
               file=sys.stderr)
         sys.exit(128 + err.signum)
-    return metrics.get("eval/loss")
+    return metrics
 
 
 def _allowed_keys(full_key: str) -> str:
