@@ -9,7 +9,7 @@ import torch
 from dgm_run.data.base import DataSpec
 from dgm_run.models.vae import VAE
 
-SPEC = DataSpec(shape=(1, 4, 4), n_classes=10, is_image=True, semi_supervised=False)
+SPEC = DataSpec(shape=(1, 4, 4), n_classes=10, is_image=True, n_train=100)
 
 
 def test_iw_estimate_brackets_and_tightens_the_elbo():

@@ -52,3 +52,25 @@ class TwoPlayer(GenerativeModel):
         if self.cfg.nan_at_call is not None and len(self.calls) >= self.cfg.nan_at_call:
             loss = loss * float("nan")
         return {"loss": loss, "magnitude": x.abs().mean()}
+
+
+from dgm_run.data.base import DataConfig, DataSource, Splits  # noqa: E402
+
+
+class Prototypes(DataSource):
+    """Four classes of 8x8 binary images: a fixed random prototype per class with 10 % of pixels flipped."""
+
+    @dataclass
+    class Config(DataConfig):
+        _target_: str = "tests.toy_models.Prototypes"
+
+    def load(self) -> Splits:
+        g = torch.Generator().manual_seed(1234)
+        prototypes = torch.rand(4, 1, 8, 8, generator=g) < 0.5
+
+        def draw(n: int) -> tuple[Tensor, Tensor]:
+            y = torch.arange(n) % 4
+            flips = torch.rand(n, 1, 8, 8, generator=g) < 0.1
+            return ((prototypes[y] ^ flips).to(torch.uint8) * 255), y
+
+        return Splits(*draw(800), *draw(200), n_classes=4)

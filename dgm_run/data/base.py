@@ -65,7 +65,13 @@ class DataSpec:
     shape: tuple[int, ...]
     n_classes: int
     is_image: bool
-    semi_supervised: bool
+    n_train: int
+    # Labelled training examples; None when the data is used unlabelled.
+    n_labels: Optional[int] = None
+
+    @property
+    def semi_supervised(self) -> bool:
+        return self.n_labels is not None
 
 
 @dataclass
@@ -132,7 +138,7 @@ class DeviceData:
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(self.shape, self.n_classes, self.is_image, self.labelled is not None)
+        return DataSpec(self.shape, self.n_classes, self.is_image, len(self.x_train), self.cfg.n_labels)
 
     def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         if not self.is_image:
