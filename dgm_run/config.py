@@ -116,9 +116,12 @@ class LoggerConfig:
     tensorboard: bool = True
     # Number of images in the sample and reconstruction grids.
     images: int = 64
+    # Test digits whose latent codes go to TensorBoard's projector at the end (models with codes).
+    embedding: int = 1000
 
     def __post_init__(self) -> None:
         check(self.images >= 0, "images", f"must be >= 0 (got {self.images})")
+        check(self.embedding >= 0, "embedding", f"must be >= 0 (got {self.embedding})")
 
 
 @dataclass

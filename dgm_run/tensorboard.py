@@ -30,6 +30,12 @@ class TensorBoardLogger:
         if self.writer:
             self.writer.add_image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, pad_value=1.0), step)
 
+    def embedding(self, codes: Tensor, labels: Tensor, images: Tensor, step: int) -> None:
+        """Latent codes for the projector (PCA, t-SNE, UMAP in the browser), coloured by label."""
+        if self.writer:
+            self.writer.add_embedding(codes.detach().float().cpu(), metadata=labels.tolist(),
+                                      label_img=images.detach().float().cpu(), global_step=step, tag="latent")
+
     def hparams(self, config: dict[str, Any], metrics: dict[str, float]) -> None:
         if self.writer:
             for summary in hparams(config, metrics):

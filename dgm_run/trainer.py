@@ -156,6 +156,7 @@ class Trainer:
             self._check_finite()
             if self.evaluated_step != self.step:
                 self.evaluate()
+            self._log_embedding()
             self.save_checkpoint()
         finally:
             bar.close()
@@ -255,11 +256,23 @@ class Trainer:
         with torch.random.fork_rng(devices=devices), self.autocast:
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)
             sums: dict[str, Tensor] = {}
+            k = self.data.n_classes
             for x, y in self.data.test_batches(self.tcfg.eval_batch_size):
                 for name, values in self.model.evaluate(x, y).items():
                     sums[name] = sums.get(name, 0) + values.float().sum()
+                    if name in self.model.per_class_metrics:
+                        per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
+                        sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
             n_test = len(self.data.x_test)
-            metrics = {f"eval/{name}": float(total) / n_test for name, total in sums.items()}
+            class_counts = torch.bincount(self.data.y_test, minlength=k).clamp(min=1).cpu()
+            metrics = {}
+            for name, total in sums.items():
+                if name.endswith("/per_class"):
+                    base = name.rsplit("/", 1)[0]
+                    for c, value in enumerate((total.cpu() / class_counts).tolist()):
+                        metrics[f"eval/class_{base}/{c}"] = value
+                else:
+                    metrics[f"eval/{name}"] = float(total) / n_test
             self._log_images()
         self.model.train()
         metrics["time/eval_s"] = time.perf_counter() - started
@@ -273,13 +286,31 @@ class Trainer:
                  ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
         return metrics
 
+    @torch.no_grad()
+    def _log_embedding(self) -> None:
+        n = self.cfg.logger.embedding
+        if n == 0 or not hasattr(self.model, "latent") or not self.data.is_image:
+            return
+        x, y = self.data.x_test[:n], self.data.y_test[:n]
+        self.model.eval()
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed)
+            codes = self.model.latent(x)
+        self.model.train()
+        self.logger.embedding(codes, y, x, self.step)
+
     def _log_images(self) -> None:
-        n = self.cfg.logger.images
+        columns = self.model.grid_columns
+        n = self.cfg.logger.images // columns * columns
         if n == 0 or not self.data.is_image:
             return
         samples = self.model.sample(n)
         if samples is not None:
-            self.logger.images("samples", samples, self.step)
+            self.logger.images("samples", samples, self.step, nrow=columns)
+        if hasattr(self.model, "analogies"):
+            # One row per test digit: the digit, then its style with every label.
+            analogies = self.model.analogies(self.data.x_test[:columns])
+            self.logger.images("analogies", analogies, self.step, nrow=len(analogies) // columns)
         x = self.data.x_test[:n]
         recon = self.model.reconstruct(x)
         if recon is not None:

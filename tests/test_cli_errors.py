@@ -14,7 +14,7 @@ from tests.conftest import TINY
 
 # (arguments, a fragment the one error line must contain)
 BAD_INPUT = [
-    (["model=foo"], "model=foo is not a known option; choose one of: m2, vae"),
+    (["model=foo"], "model=foo is not a known option; choose one of: adgm, m2, sdgm, vae"),
     (["data=bar"], "data=bar is not a known option; choose one of: digits, mnist, mnist_100labels"),
     (["trainer.max_epoch=5"], "unknown key 'trainer.max_epoch'; allowed keys here: max_epochs, max_steps"),
     (["model.hiden=[10]"], "unknown key 'model.hiden'; allowed keys here: _target_, z_dim, hidden"),

@@ -38,7 +38,7 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     assert "_target_: dgm_run.models.vae.VAE" in job.stdout and "_target_: dgm_run.data.digits.Digits" in job.stdout
     help_ = subprocess.run([env_dir / "bin" / "dgm-run", "--help"], cwd=outside, capture_output=True, text=True,
                            timeout=300)
-    assert "data: digits, mnist, mnist_100labels" in help_.stdout and "model: m2, vae" in help_.stdout
+    assert "data: digits, mnist, mnist_100labels" in help_.stdout and "model: adgm, m2, sdgm, vae" in help_.stdout
     # The embedded digits ship inside the wheel.
     assets = site / "dgm_run" / "data" / "assets"
     assert (assets / "t10k-images-idx3-ubyte.gz").stat().st_size > 1_000_000

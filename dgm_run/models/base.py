@@ -38,8 +38,14 @@ class ModelConfig:
 
 
 class GenerativeModel(nn.Module):
+    """The contract. Optional hooks the trainer uses when a model has them:
+    `analogies(x)` (a grid row per test digit, `grid_columns` wide), `latent(x)` (codes for
+    TensorBoard's projector) and `per_class_metrics` (metrics also reported per label)."""
+
     Config = ModelConfig
     phases: tuple[str, ...] = ("elbo",)
+    per_class_metrics: tuple[str, ...] = ()
+    grid_columns = 8
 
     def __init__(self, cfg: ModelConfig, spec: DataSpec) -> None:
         super().__init__()

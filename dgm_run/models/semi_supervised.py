@@ -1,0 +1,197 @@
+"""What M2, ADGM and SDGM share: the semi-supervised objective, its evaluation and its pictures.
+
+Every such model has a classifier q(y|.) and, for an example and a label, a one-sample
+log importance weight log w(x, y) = log p(x, y, latents) - log q(latents | x, y). The
+objective on a batch is
+
+    labelled:    -log w(x, y)                      + alpha * -log q(y|.)
+    unlabelled:  -sum_y q(y|.) log w(x, y) - H(q(y|.))    (y summed out exactly)
+                 or a Gumbel-softmax relaxed sample of y in place of the sum.
+
+A subclass says how its first layers see the label through `Labels`, so the same
+network code serves given labels, every label at once (the exact sum, computing what
+does not depend on y once per x) and relaxed one-hot labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dgm_run.config import check, check_choice, check_positive
+from dgm_run.data.base import Batch, DataSpec
+from dgm_run.errors import UserError
+from dgm_run.models.base import GenerativeModel, ModelConfig
+from dgm_run.models.nn import ACTIVATIONS, LabelledInput
+
+# Rows (examples x samples) per chunk of the importance-weighted estimate: bounds its memory.
+IW_CHUNK_ROWS = 20_000
+
+
+class Labels:
+    """How the label reaches a LabelledInput layer: given labels, all labels at once, or relaxed one-hot."""
+
+    def __init__(self, index: Optional[Tensor] = None, soft: Optional[Tensor] = None) -> None:
+        self.index, self.soft = index, soft
+
+    @property
+    def every(self) -> bool:
+        return self.index is None and self.soft is None
+
+    def per_example(self, t: Tensor) -> Tensor:
+        """Align a per-example tensor, (B, ...), with the label axis: (B, 1, ...) when every label is taken."""
+        return t.unsqueeze(1) if self.every else t
+
+    def columns(self, layer: LabelledInput) -> Tensor:
+        if self.index is not None:
+            return layer.label_columns[self.index]  # (B, H)
+        if self.soft is not None:
+            return self.soft @ layer.label_columns  # (B, H)
+        return layer.label_columns  # (K, H), broadcast against (B, 1, H)
+
+
+@dataclass
+class SemiSupervisedConfig(ModelConfig):
+    z_dim: int = 50
+    hidden: list[int] = field(default_factory=lambda: [500])
+    activation: str = "softplus"
+    # Weight of the classification term on the mean labelled cross-entropy;
+    # null: 0.1 * N / N_l (the papers' alpha = 0.1 N on sums over the data set).
+    alpha: Optional[float] = None
+    # Monte Carlo samples of the latent variables per example in training.
+    samples: int = 1
+    # exact: sum the unlabelled bound over every y; gumbel: one relaxed sample of y.
+    marginalize: str = "exact"
+    gumbel_temperature: float = 0.5
+    # k of the importance-weighted log-likelihood estimate at evaluation.
+    iw_samples: int = 100
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "z_dim", "samples", "iw_samples")
+        check(len(self.hidden) > 0, "hidden", "needs at least one layer")
+        check_choice(self, "activation", tuple(ACTIVATIONS))
+        check_choice(self, "marginalize", ("exact", "gumbel"))
+        check(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
+        check(self.gumbel_temperature > 0, "gumbel_temperature", f"must be > 0 (got {self.gumbel_temperature})")
+
+
+class SemiSupervisedModel(GenerativeModel):
+    Config = SemiSupervisedConfig
+    per_class_metrics = ("accuracy",)
+
+    def __init__(self, cfg: SemiSupervisedConfig, spec: DataSpec) -> None:
+        super().__init__(cfg, spec)
+        if not spec.semi_supervised:
+            name = type(self).__name__.lower()
+            raise UserError(f"model={name} needs labelled data: use data=mnist_100labels or set data.n_labels")
+        self.x_dim, self.n_classes = math.prod(spec.shape), spec.n_classes
+        self.alpha = cfg.alpha if cfg.alpha is not None else 0.1 * spec.n_train / spec.n_labels
+        self.log_prior_y = -math.log(self.n_classes)
+        self.grid_columns = self.n_classes  # class-conditional samples: one column per label
+
+    # --------------------------------------------------- what a model defines
+    def prepare(self, x: Tensor) -> dict[str, Any]:
+        """Per-example quantities that do not depend on y (for ADGM: a sample of a ~ q(a|x))."""
+        raise NotImplementedError
+
+    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
+        """log p(x, y, latents) - log q(latents|x, y) for one sample: (B,) or (B, K) for every label."""
+        raise NotImplementedError
+
+    def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
+        """Logits of q(y|.) for the sample in ctx, (B, K)."""
+        raise NotImplementedError
+
+    def classify(self, x: Tensor) -> Tensor:
+        """q(y|x) for evaluation, (B, K)."""
+        raise NotImplementedError
+
+    def encode_z(self, x: Tensor, y: Tensor) -> Tensor:
+        """The mean of q(z|x, y), (B, z)."""
+        raise NotImplementedError
+
+    def generate(self, z: Tensor, y: Tensor) -> Tensor:
+        """Mean of p(x|y, z) (sampling any other latent), logits-free: values in [0, 1], (B, D)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- objective
+    def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
+        repeat = self.cfg.samples
+        x_l = batch.x_labelled.flatten(1).repeat(repeat, 1)
+        y_l = batch.y_labelled.repeat(repeat)
+        x_u = batch.x.flatten(1).repeat(repeat, 1)
+
+        ctx_l = self.prepare(x_l)
+        labelled = -self.log_weight(x_l, Labels(index=y_l), ctx_l)
+        cls = F.cross_entropy(self.class_logits(x_l, ctx_l), y_l)
+
+        ctx_u = self.prepare(x_u)
+        log_q = F.log_softmax(self.class_logits(x_u, ctx_u), dim=-1)
+        q = log_q.exp()
+        if self.cfg.marginalize == "exact":
+            expected = (q * self.log_weight(x_u, Labels(), ctx_u)).sum(-1)
+        else:
+            soft = F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature)
+            expected = self.log_weight(x_u, Labels(soft=soft), ctx_u)
+        entropy = -(q * log_q).sum(-1)
+        unlabelled = -(expected + entropy)
+        loss = labelled.mean() + unlabelled.mean() + self.alpha * cls
+        return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
+                "entropy": entropy.mean()}
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        x = x.flatten(1)
+        wrong = (self.classify(x).argmax(-1) != y).float()
+        return {"error": wrong, "accuracy": 1.0 - wrong, "log_likelihood": self.log_likelihood(x)}
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """log p(x) = log sum_y E_q[w(x, y)], estimated with iw_samples draws per label, (B,)."""
+        k = self.cfg.iw_samples
+        per_chunk = max(1, IW_CHUNK_ROWS // len(x))
+        log_w = []
+        for start in range(0, k, per_chunk):
+            n = min(per_chunk, k - start)
+            xr = x.repeat(n, 1)
+            log_w.append(self.log_weight(xr, Labels(), self.prepare(xr)).view(n, len(x), self.n_classes))
+        return torch.logsumexp(torch.cat(log_w).transpose(0, 1).flatten(1), dim=1) - math.log(k)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Class-conditional samples, the labels cycling 0, 1, ..., K-1 along the grid."""
+        device = self.device
+        y = torch.arange(n, device=device) % self.n_classes
+        return self.generate(torch.randn(n, self.cfg.z_dim, device=device), y).view(n, *self.spec.shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        flat = x.flatten(1)
+        y = self.classify(flat).argmax(-1)
+        return self.generate(self.encode_z(flat, y), y).view_as(x)
+
+    @torch.no_grad()
+    def analogies(self, x: Tensor) -> Tensor:
+        """Per test digit: the digit, then its style z decoded with each label. (B * (K + 1), C, H, W)."""
+        flat = x.flatten(1)
+        z = self.encode_z(flat, self.classify(flat).argmax(-1))
+        k = self.n_classes
+        y = torch.arange(k, device=x.device).repeat(len(x))
+        generated = self.generate(z.repeat_interleave(k, 0), y).view(len(x), k, *self.spec.shape)
+        return torch.cat([x.float().unsqueeze(1), generated], 1).flatten(0, 1)
+
+    @torch.no_grad()
+    def latent(self, x: Tensor) -> Tensor:
+        """The code of each digit for the projector: the mean of q(z|x, y) at the predicted label."""
+        flat = x.flatten(1)
+        return self.encode_z(flat, self.classify(flat).argmax(-1))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device

@@ -1,0 +1,120 @@
+"""M2, ADGM and SDGM: the exact sum over y against per-label loops, learning from few labels, pictures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dgm_run.data.base import DataSpec
+from dgm_run.errors import UserError
+from dgm_run.models import adgm as adgm_module
+from dgm_run.models import m2 as m2_module
+from dgm_run.models.adgm import ADGM
+from dgm_run.models.m2 import M2
+from dgm_run.models.nn import bernoulli_log_prob, normal_log_prob, standard_normal_log_prob
+from dgm_run.models.sdgm import SDGM
+from dgm_run.models.semi_supervised import Labels
+from dgm_run.train import run
+from tests.conftest import compose_cfg
+
+SPEC = DataSpec(shape=(1, 4, 4), n_classes=3, is_image=True, n_train=90, n_labels=9)
+
+
+def fixed_noise(monkeypatch, module, *noises: torch.Tensor) -> None:
+    """Make `module.reparameterize` use the given standard-normal draws, in order."""
+    queue = list(noises)
+    monkeypatch.setattr(module, "reparameterize", lambda mu, logvar: mu + torch.exp(0.5 * logvar) * queue.pop(0))
+
+
+def test_m2_exact_sum_matches_a_loop_over_concatenated_layers(monkeypatch):
+    torch.manual_seed(0)
+    model = M2(M2.Config(z_dim=2, hidden=[8, 6]), SPEC)
+    x = torch.bernoulli(torch.full((5, 16), 0.4))
+    eps = torch.randn(5, 3, 2)
+    fixed_noise(monkeypatch, m2_module, eps)
+    fast = model.log_weight(x, Labels(), model.prepare(x))
+    assert fast.shape == (5, 3)
+
+    # The textbook network: first layers on [x, onehot(y)] and [z, onehot(y)], one label at a time.
+    enc_w = torch.cat([model.q_z_in.u.weight, model.q_z_in.y.weight], 1)
+    dec_w = torch.cat([model.p_x_in.u.weight, model.p_x_in.y.weight], 1)
+    columns = []
+    for label in range(3):
+        onehot = F.one_hot(torch.full((5,), label), 3).float()
+        mu, logvar = model.q_z(F.linear(torch.cat([x, onehot], 1), enc_w, model.q_z_in.u.bias)).chunk(2, -1)
+        z = mu + torch.exp(0.5 * logvar) * eps[:, label]
+        logits = model.p_x(F.linear(torch.cat([z, onehot], 1), dec_w, model.p_x_in.u.bias))
+        columns.append(bernoulli_log_prob(logits, x) + standard_normal_log_prob(z) - math.log(3)
+                       - normal_log_prob(z, mu, logvar))
+    torch.testing.assert_close(fast, torch.stack(columns, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_class", [ADGM, SDGM])
+def test_auxiliary_models_exact_sum_matches_a_per_label_loop(monkeypatch, model_class):
+    """Every label at once (q(a|x) and x's first-layer parts computed once) equals a loop that
+    recomputes everything for each label, given the same draws of a and z."""
+    torch.manual_seed(0)
+    model = model_class(model_class.Config(a_dim=3, z_dim=2, hidden=[8, 6]), SPEC)
+    x = torch.bernoulli(torch.full((5, 16), 0.4))
+    eps_a, eps_z = torch.randn(5, 3), torch.randn(5, 3, 2)
+    fixed_noise(monkeypatch, adgm_module, eps_a, eps_z)
+    fast = model.log_weight(x, Labels(), model.prepare(x))
+    loop = []
+    for label in range(3):
+        fixed_noise(monkeypatch, adgm_module, eps_a, eps_z[:, label])
+        loop.append(model.log_weight(x, Labels(index=torch.full((5,), label)), model.prepare(x)))
+    torch.testing.assert_close(fast, torch.stack(loop, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_class", [M2, ADGM, SDGM])
+def test_every_parameter_gets_a_gradient(model_class):
+    torch.manual_seed(0)
+    model = model_class(model_class.Config(z_dim=2, hidden=[8]), SPEC)
+    from dgm_run.data.base import Batch
+
+    batch = Batch(x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4)),
+                  x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4)), y_labelled=torch.tensor([0, 1, 2]))
+    model.loss("elbo", batch)["loss"].backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+
+def prototypes_cfg(model: str, *overrides: str):
+    cfg = compose_cfg(f"model={model}", "model.hidden=[64]", "model.z_dim=4", "trainer.max_epochs=25",
+                      "trainer.batch_size=50", "trainer.labelled_batch_size=20", "trainer.eval_every_epochs=25",
+                      "trainer.log_every_steps=16", "trainer.progress_bar=false", "logger.embedding=100",
+                      "device=cpu", *overrides)
+    cfg.data = OmegaConf.create({"_target_": "tests.toy_models.Prototypes", "n_labels": 20, "split_seed": 0,
+                                 "binarize": True})
+    return cfg
+
+
+@pytest.mark.parametrize("model,overrides", [
+    ("m2", []), ("adgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
+    ("sdgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
+    ("m2", ["model.marginalize=gumbel"]),
+], ids=["m2", "adgm", "sdgm", "m2-gumbel"])
+def test_learns_to_classify_from_five_labels_per_class(tmp_path, model, overrides):
+    metrics = run(prototypes_cfg(model, *overrides), tmp_path)
+    assert metrics["eval/accuracy"] > 0.9  # chance is 0.25
+    assert min(metrics[f"eval/class_accuracy/{c}"] for c in range(4)) > 0.7
+    assert metrics["eval/log_likelihood"] > -64 * math.log(2)  # better than uniform pixels
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    losses = [e.value for e in events.Scalars("train/elbo/loss")]
+    assert losses[-1] < 0.8 * losses[0]
+    assert {"train/elbo/cls", "train/elbo/unlabelled", "train/elbo/entropy"} <= set(events.Tags()["scalars"])
+    # The analogies grid: one row per test digit, the digit then its style under each of the 4 labels.
+    analogies = events.Images("analogies")[-1]
+    assert (analogies.width, analogies.height) == (5 * 8 + 6 * 2, 4 * 8 + 5 * 2)  # make_grid pads by 2
+    assert (tmp_path / "projector_config.pbtxt").is_file()
+
+
+@pytest.mark.parametrize("model_class", [M2, ADGM, SDGM])
+def test_needs_labels(model_class):
+    with pytest.raises(UserError, match=f"model={model_class.__name__.lower()} needs labelled data"):
+        model_class(model_class.Config(), DataSpec(shape=(1, 4, 4), n_classes=3, is_image=True, n_train=90))
