@@ -48,6 +48,9 @@ class TrainerConfig:
     max_epochs: int = 50
     # When set, training stops after this many batches even if epochs remain.
     max_steps: Optional[int] = None
+    # When set, training stops at the first batch after this much training time (evaluation
+    # excluded), then evaluates. Wall time is not reproducible: such a run resumes to other numbers.
+    max_minutes: Optional[float] = None
     batch_size: int = 100
     # Semi-supervised data: labelled examples per batch, beside `batch_size` unlabelled ones.
     labelled_batch_size: int = 100
@@ -67,6 +70,7 @@ class TrainerConfig:
                        "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
                        "log_every_steps")
         check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
+        check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0 (got {self.max_minutes})")
 
 
 @dataclass

@@ -105,6 +105,7 @@ class Trainer:
         self._first_bad = {p: torch.tensor(-1, device=self.device) for p in self.optimizers}
         self._signal: Optional[int] = None
         self._clock = (time.perf_counter(), 0)
+        self._train_seconds = 0.0  # training time of this process, evaluation excluded
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -169,6 +170,7 @@ class Trainer:
             self.plan = self.data.plan_epoch()
             self.batch_in_epoch = 0
         while self.batch_in_epoch < self.steps_per_epoch and self.step < self.total_steps:
+            started = time.perf_counter()
             self.train_step(self.data.batch(self.plan, self.batch_in_epoch))
             self.batch_in_epoch += 1
             self.step += 1
@@ -180,6 +182,10 @@ class Trainer:
                 raise Interrupted(self._signal, self.step)
             if self.step % self.tcfg.checkpoint_every_steps == 0:
                 self.save_checkpoint()
+            self._train_seconds += time.perf_counter() - started
+            if self.tcfg.max_minutes is not None and self._train_seconds >= 60 * self.tcfg.max_minutes:
+                log.info("trainer.max_minutes=%g reached at step %d", self.tcfg.max_minutes, self.step)
+                self.total_steps = self.step
         if self.batch_in_epoch == self.steps_per_epoch:
             self.epoch += 1
             self.plan = None
