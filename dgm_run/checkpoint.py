@@ -32,7 +32,7 @@ def save(state: dict[str, Any], path: Path) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(f"resume: no checkpoint at {path}; the run wrote none yet, start it again without resume=")
+        raise UserError(f"no checkpoint at {path}")
     try:
         # Checkpoints hold tensors, plain containers and numbers only: weights_only loading suffices.
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -181,6 +181,10 @@ def target_class(node: DictConfig, section: str) -> type:
 
 def validate(cfg: DictConfig) -> RunConfig:
     """Validate every group of a composed config; model and data by their own schemas."""
+    try:  # resolve interpolations against the whole config before sections are taken apart
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{err.full_key}: {str(err.msg).splitlines()[0]}") from None
     sections = {name: validate_section(schema, cfg[name], name) for name, schema in GROUP_SCHEMAS.items()}
     for name in ("model", "data"):
         sections[name] = validate_section(target_class(cfg[name], name).Config, cfg[name], name)

@@ -87,5 +87,5 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
         logger.close()
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     log.info("final: %s", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                    for k, v in metrics.items()))
+                                    for k, v in metrics.items() if "/class_" not in k))
     return metrics

@@ -10,8 +10,10 @@ same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -100,7 +102,7 @@ class Trainer:
         # Loss terms summed on the device between log intervals: no host sync per step.
         self._sums: dict[str, Tensor] = {}
         self._terms: dict[str, list[str]] = {}
-        self._count = 0
+        self._steps: dict[str, int] = {}
         # Per phase, the first step whose loss was not finite (-1: none yet), kept on the device.
         self._first_bad = {p: torch.tensor(-1, device=self.device) for p in self.optimizers}
         self._signal: Optional[int] = None
@@ -189,8 +191,11 @@ class Trainer:
         if self.batch_in_epoch == self.steps_per_epoch:
             self.epoch += 1
             self.plan = None
-            for scheduler in self.schedulers.values():
-                scheduler.step()
+            with warnings.catch_warnings():
+                # The decay follows epochs, also for a phase whose schedule entry has not started yet.
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
             if self.epoch % self.tcfg.eval_every_epochs == 0 or self.step >= self.total_steps:
                 self.evaluate()
             self.save_checkpoint()
@@ -198,6 +203,8 @@ class Trainer:
     def train_step(self, batch: Batch) -> None:
         """One pass of the schedule over a batch: each phase steps only its own optimizer."""
         for entry in self.cfg.model.schedule:
+            if not entry.active(self.epoch):
+                continue
             optimizer = self.optimizers[entry.phase]
             for _ in range(entry.steps):
                 # All gradients are cleared, so a phase never steps on another phase's leftovers.
@@ -207,14 +214,15 @@ class Trainer:
                 terms["loss"].backward()
                 optimizer.step()
                 self._accumulate(entry.phase, terms)
-        self._count += 1
 
     def _accumulate(self, phase: str, terms: dict[str, Tensor]) -> None:
         values = torch.stack([t.detach().float() for t in terms.values()])
         if phase not in self._sums:
             self._terms[phase] = list(terms)
             self._sums[phase] = torch.zeros_like(values)
+            self._steps[phase] = 0
         self._sums[phase] += values
+        self._steps[phase] += 1
         bad = self._first_bad[phase]
         self._first_bad[phase] = torch.where((bad < 0) & ~torch.isfinite(values[0]), self.step, bad)
 
@@ -233,19 +241,20 @@ class Trainer:
         now = time.perf_counter()
         scalars: dict[str, float] = {}
         for phase, sums in self._sums.items():
-            steps_per_batch = sum(e.steps for e in self.cfg.model.schedule if e.phase == phase)
-            means = (sums / (self._count * steps_per_batch)).tolist()
+            if self._steps[phase] == 0:
+                continue  # the phase did not run in this interval
+            means = (sums / self._steps[phase]).tolist()
             scalars.update({f"train/{phase}/{t}": v for t, v in zip(self._terms[phase], means)})
             sums.zero_()
+            self._steps[phase] = 0
         examples = self.data.batch_size + (self.data.labelled_batch_size if self.data.labelled is not None else 0)
         start, start_step = self._clock
         scalars["time/samples_per_s"] = (self.step - start_step) * examples / max(now - start, 1e-9)
         for phase, scheduler in self.schedulers.items():
             scalars[f"train/{phase}/lr"] = scheduler.get_last_lr()[0]
         self.logger.scalars(scalars, self.step)
-        self._count = 0
         self._clock = (now, self.step)
-        return {phase: scalars[f"train/{phase}/loss"] for phase in self._sums}
+        return {phase: scalars[f"train/{phase}/loss"] for phase in self._sums if f"train/{phase}/loss" in scalars}
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum  # acted on at the end of the current batch
@@ -289,7 +298,7 @@ class Trainer:
         self.metrics = {**metrics, "epoch": self.epoch, "step": self.step}
         self.evaluated_step = self.step
         log.info("epoch %d step %d: %s", self.epoch, self.step,
-                 ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                 ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/class_" not in k))
         return metrics
 
     @torch.no_grad()

@@ -118,3 +118,34 @@ def test_learns_to_classify_from_five_labels_per_class(tmp_path, model, override
 def test_needs_labels(model_class):
     with pytest.raises(UserError, match=f"model={model_class.__name__.lower()} needs labelled data"):
         model_class(model_class.Config(), DataSpec(shape=(1, 4, 4), n_classes=3, is_image=True, n_train=90))
+
+
+def test_m1m2_pretrains_m1_then_trains_m2_on_its_features(tmp_path):
+    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=8", "model.m1_epochs=10",
+                         "trainer.max_epochs=40", "trainer.eval_every_epochs=40")
+    metrics = run(cfg, tmp_path)
+    assert metrics["eval/accuracy"] > 0.9
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    # 16 batches per epoch: M1 logs during epochs 0-9 only, M2 from epoch 10 on.
+    assert max(e.step for e in events.Scalars("train/m1/loss")) <= 160
+    assert min(e.step for e in events.Scalars("train/m2/loss")) > 160
+
+
+def test_m1m2_reuses_a_trained_vae(tmp_path):
+    vae_dir, m1m2_dir = tmp_path / "vae", tmp_path / "m1m2"
+    vae_cfg = prototypes_cfg("vae", "trainer.max_epochs=2", "model.iw_samples=2")
+    vae_cfg.model.activation = "softplus"
+    run(vae_cfg, vae_dir)
+    ckpt = vae_dir / "checkpoints" / "last.pt"
+    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=0",
+                         f"model.m1_checkpoint={ckpt}", "trainer.max_steps=1")
+    from dgm_run.config import target_class, validate
+
+    rc = validate(cfg)
+    model = target_class(cfg.model, "model")(rc.model, DataSpec((1, 8, 8), 4, True, 800, 20))
+    trained = torch.load(ckpt, weights_only=True)["model"]
+    assert torch.equal(model.m1.encoder[0].weight, trained["encoder.0.weight"])
+    cfg.model.m1_z_dim = 6
+    with pytest.raises(UserError, match="does not fit model.m1_z_dim/m1_hidden"):
+        run(cfg, m1m2_dir)

@@ -83,6 +83,7 @@ def test_nan_loss_stops_with_phase_and_step_and_keeps_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(t).all() for t in state["model"].values())
 
 
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_decays_stepwise_to_floor(tmp_path):
     cfg = compose_cfg(*TINY, "optimizer.lr=1e-3", "optimizer.lr_decay=0.5", "optimizer.lr_decay_every_epochs=2",
                       "optimizer.min_lr=3e-4")
@@ -92,3 +93,18 @@ def test_lr_decays_stepwise_to_floor(tmp_path):
         lrs.append(trainer.optimizers["elbo"].param_groups[0]["lr"])
         trainer.schedulers["elbo"].step()
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 3e-4, 3e-4])
+
+
+def test_schedule_entries_run_in_their_epochs(tmp_path):
+    cfg = two_player_cfg("trainer.max_steps=null", "trainer.max_epochs=3", "trainer.batch_size=4000")
+    cfg.model.schedule = [{"phase": "adversary", "steps": 1, "until_epoch": 1},
+                          {"phase": "primal", "steps": 2, "from_epoch": 1}]
+    trainer = build_trainer(cfg, tmp_path)
+    trainer.fit()
+    assert trainer.model.calls == ["adversary"] * 2 + ["primal"] * 8  # 2 batches per epoch
+
+
+def test_max_minutes_stops_training_and_still_evaluates(tmp_path):
+    metrics = run(compose_cfg(*TINY, "trainer.max_steps=null", "trainer.max_epochs=50",
+                              "trainer.max_minutes=0.0001"), tmp_path)
+    assert metrics["step"] == 1 and "eval/elbo" in metrics

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from dgm_run.config import check_positive
 from dgm_run.data.base import DataSpec
-from dgm_run.models.nn import (ACTIVATIONS, LabelledInput, bernoulli_log_prob, mlp, normal_log_prob,
-                               reparameterize, standard_normal_log_prob)
+from dgm_run.models.nn import (ACTIVATIONS, LabelledInput, mlp, normal_log_prob, reparameterize,
+                               standard_normal_log_prob)
 from dgm_run.models.semi_supervised import IW_CHUNK_ROWS, Labels, SemiSupervisedConfig, SemiSupervisedModel
 
 
@@ -50,7 +50,7 @@ class ADGM(SemiSupervisedModel):
         self.q_z_in = LabelledInput(a_dim + x_dim, k, hidden[0])
         self.q_z = nn.Sequential(act(), mlp(hidden[0], hidden[1:], 2 * z_dim, cfg.activation))
         self.p_x_in = LabelledInput(z_dim + (a_dim if self.skip else 0), k, hidden[-1])
-        self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], x_dim, cfg.activation))
+        self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
         self.p_a_in = LabelledInput(z_dim, k, hidden[-1])
         # ADGM's p(a|x,y,z) sees x: that part of its first layer is computed once per x.
         self.p_a_x = None if self.skip else nn.Linear(x_dim, hidden[-1], bias=False)
@@ -76,7 +76,7 @@ class ADGM(SemiSupervisedModel):
         mu, logvar = self.p_a(self.p_a_in.u(z) + label_columns + h_a).chunk(2, dim=-1)
         return mu, logvar
 
-    def _p_x_logits(self, a: Optional[Tensor], z: Tensor, label_columns: Tensor) -> Tensor:
+    def _p_x(self, a: Optional[Tensor], z: Tensor, label_columns: Tensor) -> Tensor:
         inputs = torch.cat([a.expand(*z.shape[:-1], -1), z], dim=-1) if self.skip else z
         return self.p_x(self.p_x_in.u(inputs) + label_columns)
 
@@ -85,9 +85,9 @@ class ADGM(SemiSupervisedModel):
         mu_z, logvar_z = self.q_z(each(ctx["h_z"]) + labels.columns(self.q_z_in)).chunk(2, dim=-1)
         z = reparameterize(mu_z, logvar_z)
         a = each(ctx["a"])
-        logits = self._p_x_logits(a, z, labels.columns(self.p_x_in))
+        out = self._p_x(a, z, labels.columns(self.p_x_in))
         mu_a, logvar_a = self._p_a(z, labels.columns(self.p_a_in), each(ctx["h_a"]) if "h_a" in ctx else 0.0)
-        return (bernoulli_log_prob(logits, each(x)) + normal_log_prob(a, mu_a, logvar_a)
+        return (self.log_px(out, each(x)) + normal_log_prob(a, mu_a, logvar_a)
                 + standard_normal_log_prob(z) + self.log_prior_y
                 - normal_log_prob(z, mu_z, logvar_z) - each(ctx["log_q_a"]))
 
@@ -110,4 +110,4 @@ class ADGM(SemiSupervisedModel):
     def generate(self, z: Tensor, y: Tensor) -> Tensor:
         # SDGM's pixels see a: take the mean of p(a|y,z). ADGM's p(x|y,z) does not need it.
         a = self._p_a(z, self.p_a_in.label_columns[y])[0] if self.skip else None
-        return torch.sigmoid(self._p_x_logits(a, z, self.p_x_in.label_columns[y]))
+        return self.mean_x(self._p_x(a, z, self.p_x_in.label_columns[y]))

@@ -20,9 +20,17 @@ from dgm_run.data.base import Batch, DataSpec
 class PhaseStep:
     phase: str = "elbo"
     steps: int = 1
+    # The entry runs in epochs from_epoch <= epoch < until_epoch (null: to the end), e.g. to
+    # pretrain one part of a model before another.
+    from_epoch: int = 0
+    until_epoch: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_positive(self, "steps")
+        check(self.from_epoch >= 0, "from_epoch", f"must be >= 0 (got {self.from_epoch})")
+
+    def active(self, epoch: int) -> bool:
+        return self.from_epoch <= epoch and (self.until_epoch is None or epoch < self.until_epoch)
 
 
 @dataclass

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm_run.data.base import DataSpec
-from dgm_run.models.nn import (ACTIVATIONS, LabelledInput, bernoulli_log_prob, mlp, normal_log_prob,
-                               reparameterize, standard_normal_log_prob)
+from dgm_run.models.nn import (ACTIVATIONS, LabelledInput, mlp, normal_log_prob, reparameterize,
+                               standard_normal_log_prob)
 from dgm_run.models.semi_supervised import Labels, SemiSupervisedConfig, SemiSupervisedModel
 
 
@@ -31,7 +31,7 @@ class M2(SemiSupervisedModel):
         self.q_z_in = LabelledInput(self.x_dim, self.n_classes, hidden[0])
         self.q_z = nn.Sequential(act(), mlp(hidden[0], hidden[1:], 2 * cfg.z_dim, cfg.activation))
         self.p_x_in = LabelledInput(cfg.z_dim, self.n_classes, hidden[-1])
-        self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_dim, cfg.activation))
+        self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
 
     def prepare(self, x: Tensor) -> dict[str, Any]:
         return {"h_z": self.q_z_in.u(x)}  # x's part of q(z|x,y)'s first layer, once per x
@@ -39,8 +39,8 @@ class M2(SemiSupervisedModel):
     def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
         mu, logvar = self.q_z(labels.per_example(ctx["h_z"]) + labels.columns(self.q_z_in)).chunk(2, dim=-1)
         z = reparameterize(mu, logvar)
-        logits = self.p_x(self.p_x_in.u(z) + labels.columns(self.p_x_in))
-        return (bernoulli_log_prob(logits, labels.per_example(x)) + standard_normal_log_prob(z)
+        out = self.p_x(self.p_x_in.u(z) + labels.columns(self.p_x_in))
+        return (self.log_px(out, labels.per_example(x)) + standard_normal_log_prob(z)
                 + self.log_prior_y - normal_log_prob(z, mu, logvar))
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
@@ -53,4 +53,4 @@ class M2(SemiSupervisedModel):
         return self.q_z(self.q_z_in.u(x) + self.q_z_in.label_columns[y]).chunk(2, dim=-1)[0]
 
     def generate(self, z: Tensor, y: Tensor) -> Tensor:
-        return torch.sigmoid(self.p_x(self.p_x_in.u(z) + self.p_x_in.label_columns[y]))
+        return self.mean_x(self.p_x(self.p_x_in.u(z) + self.p_x_in.label_columns[y]))

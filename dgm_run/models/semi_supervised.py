@@ -27,7 +27,7 @@ from dgm_run.config import check, check_choice, check_positive
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig
-from dgm_run.models.nn import ACTIVATIONS, LabelledInput
+from dgm_run.models.nn import ACTIVATIONS, LabelledInput, bernoulli_log_prob, normal_log_prob
 
 # Rows (examples x samples) per chunk of the importance-weighted estimate: bounds its memory.
 IW_CHUNK_ROWS = 20_000
@@ -70,6 +70,8 @@ class SemiSupervisedConfig(ModelConfig):
     gumbel_temperature: float = 0.5
     # k of the importance-weighted log-likelihood estimate at evaluation.
     iw_samples: int = 100
+    # p(x|...): bernoulli for (binarized) pixels, gaussian (diagonal, learnt variance) for continuous data.
+    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,6 +79,7 @@ class SemiSupervisedConfig(ModelConfig):
         check(len(self.hidden) > 0, "hidden", "needs at least one layer")
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "marginalize", ("exact", "gumbel"))
+        check_choice(self, "likelihood", ("bernoulli", "gaussian"))
         check(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
         check(self.gumbel_temperature > 0, "gumbel_temperature", f"must be > 0 (got {self.gumbel_temperature})")
 
@@ -91,6 +94,8 @@ class SemiSupervisedModel(GenerativeModel):
             name = type(self).__name__.lower()
             raise UserError(f"model={name} needs labelled data: use data=mnist_100labels or set data.n_labels")
         self.x_dim, self.n_classes = math.prod(spec.shape), spec.n_classes
+        # Width of the decoder's output: logits, or a mean and a log-variance per dimension.
+        self.x_out_dim = self.x_dim * (2 if cfg.likelihood == "gaussian" else 1)
         self.alpha = cfg.alpha if cfg.alpha is not None else 0.1 * spec.n_train / spec.n_labels
         self.log_prior_y = -math.log(self.n_classes)
         self.grid_columns = self.n_classes  # class-conditional samples: one column per label
@@ -117,8 +122,19 @@ class SemiSupervisedModel(GenerativeModel):
         raise NotImplementedError
 
     def generate(self, z: Tensor, y: Tensor) -> Tensor:
-        """Mean of p(x|y, z) (sampling any other latent), logits-free: values in [0, 1], (B, D)."""
+        """The mean of p(x|y, z), (B, D); other latents at their means."""
         raise NotImplementedError
+
+    def log_px(self, out: Tensor, x: Tensor) -> Tensor:
+        """log p(x|...) from the decoder's output, summed over dimensions."""
+        if self.cfg.likelihood == "gaussian":
+            mu, logvar = out.chunk(2, dim=-1)
+            return normal_log_prob(x.expand_as(mu), mu, logvar)
+        return bernoulli_log_prob(out, x)
+
+    def mean_x(self, out: Tensor) -> Tensor:
+        """The mean of p(x|...) from the decoder's output."""
+        return out.chunk(2, dim=-1)[0] if self.cfg.likelihood == "gaussian" else torch.sigmoid(out)
 
     # ------------------------------------------------------------- objective
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:

@@ -55,12 +55,15 @@ class VAE(GenerativeModel):
         kl_z = kl_standard_normal(mu, logvar)
         return {"loss": (recon + kl_z).mean(), "recon": recon.mean(), "kl_z": kl_z.mean()}
 
+    def elbo(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        """One-sample ELBO with the analytic KL, (B,); x flat, (mu, logvar) = encode(x)."""
+        return bernoulli_log_prob(self.decoder(reparameterize(mu, logvar)), x) - kl_standard_normal(mu, logvar)
+
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         x = x.flatten(1)
         mu, logvar = self.encode(x)
-        elbo = bernoulli_log_prob(self.decoder(reparameterize(mu, logvar)), x) - kl_standard_normal(mu, logvar)
-        return {"elbo": elbo, "log_likelihood": self.log_likelihood(x, mu, logvar)}
+        return {"elbo": self.elbo(x, mu, logvar), "log_likelihood": self.log_likelihood(x, mu, logvar)}
 
     def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """Importance-weighted estimate of log p(x) with iw_samples draws from q(z|x), shape (B,)."""

@@ -1,0 +1,113 @@
+"""M1+M2 (Kingma et al. 2014): M2 trained on the latent features z1 of an M1 (a VAE).
+
+Two phases: `m1` trains the VAE on the digits, `m2` trains an M2 with a Gaussian
+likelihood on z1 ~ q(z1|x) (M1 frozen). The default schedule pretrains M1 for
+`m1_epochs` epochs and then trains M2; with `m1_checkpoint` (the checkpoint of a `vae`
+run with the same M1 sizes) M1 is loaded instead and `m1_epochs` should be 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from dgm_run import checkpoint
+from dgm_run.config import check
+from dgm_run.data.base import Batch, DataSpec
+from dgm_run.errors import UserError
+from dgm_run.models.base import GenerativeModel, PhaseStep
+from dgm_run.models.m2 import M2
+from dgm_run.models.nn import reparameterize
+from dgm_run.models.semi_supervised import SemiSupervisedConfig
+from dgm_run.models.vae import VAE
+
+
+class M1M2(GenerativeModel):
+    phases = ("m1", "m2")
+    per_class_metrics = ("accuracy",)
+
+    @dataclass
+    class Config(SemiSupervisedConfig):
+        _target_: str = "dgm_run.models.m1m2.M1M2"
+        m1_z_dim: int = 50
+        m1_hidden: list[int] = field(default_factory=lambda: [500, 500])
+        m1_activation: str = "softplus"
+        m1_epochs: int = 10
+        m1_checkpoint: Optional[str] = None
+        schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("m1", 1, 0, 10), PhaseStep("m2", 1, 10)])
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check(self.m1_epochs >= 0, "m1_epochs", f"must be >= 0 (got {self.m1_epochs})")
+
+    def __init__(self, cfg: Config, spec: DataSpec) -> None:
+        super().__init__(cfg, spec)
+        self.m1 = VAE(VAE.Config(z_dim=cfg.m1_z_dim, hidden=cfg.m1_hidden, activation=cfg.m1_activation), spec)
+        features = DataSpec(shape=(cfg.m1_z_dim,), n_classes=spec.n_classes, is_image=False, n_train=spec.n_train,
+                            n_labels=spec.n_labels)
+        m2_fields = {k: getattr(cfg, k) for k in SemiSupervisedConfig.__dataclass_fields__ if k != "_target_"}
+        self.m2 = M2(M2.Config(**{**m2_fields, "likelihood": "gaussian"}), features)
+        self.grid_columns = spec.n_classes
+        if cfg.m1_checkpoint:
+            self._load_m1(Path(cfg.m1_checkpoint))
+
+    def _load_m1(self, path: Path) -> None:
+        weights = {k.removeprefix("m1."): v for k, v in checkpoint.load(path)["model"].items()}
+        try:
+            self.m1.load_state_dict(weights)
+        except RuntimeError as err:
+            raise UserError(f"model.m1_checkpoint={path} does not fit model.m1_z_dim/m1_hidden "
+                            f"({str(err).splitlines()[0]}); give the checkpoint of a `vae` run with these sizes") from None
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        return list((self.m1 if phase == "m1" else self.m2).parameters())
+
+    def features(self, x: Tensor, sample: bool = True) -> Tensor:
+        """z1 ~ q(z1|x) from the frozen M1 (its mean when sample is False)."""
+        with torch.no_grad():
+            mu, logvar = self.m1.encode(x.flatten(1))
+            return reparameterize(mu, logvar) if sample else mu
+
+    def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
+        if phase == "m1":
+            return self.m1.loss("elbo", batch)
+        features = Batch(x=self.features(batch.x), x_labelled=self.features(batch.x_labelled),
+                         y_labelled=batch.y_labelled)
+        return self.m2.loss("elbo", features)
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        flat = x.flatten(1)
+        mu, logvar = self.m1.encode(flat)
+        wrong = (self.m2.classify(mu).argmax(-1) != y).float()
+        return {"error": wrong, "accuracy": 1.0 - wrong, "m1_elbo": self.m1.elbo(flat, mu, logvar)}
+
+    def _pixels(self, z1: Tensor) -> Tensor:
+        return torch.sigmoid(self.m1.decoder(z1)).view(len(z1), *self.spec.shape)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        """Class-conditional samples: z1 from M2's p(z1|y,z2), pixels from M1's decoder."""
+        return self._pixels(self.m2.sample(n))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.m1.reconstruct(x)
+
+    @torch.no_grad()
+    def analogies(self, x: Tensor) -> Tensor:
+        """Per test digit: the digit, then its z2 decoded with each label through M2 and M1."""
+        z1 = self.features(x, sample=False)
+        z2 = self.m2.encode_z(z1, self.m2.classify(z1).argmax(-1))
+        k = self.spec.n_classes
+        labels = torch.arange(k, device=x.device).repeat(len(x))
+        generated = self._pixels(self.m2.generate(z2.repeat_interleave(k, 0), labels)).view(len(x), k, *x.shape[1:])
+        return torch.cat([x.float().unsqueeze(1), generated], 1).flatten(0, 1)
+
+    @torch.no_grad()
+    def latent(self, x: Tensor) -> Tensor:
+        return self.m2.latent(self.features(x, sample=False))
