@@ -14,7 +14,7 @@ def test_reproduce_runs_seeds_and_prints_the_table(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "reproduce.py"), "m2", "--seeds", "0", "1",
-         "--sweep-dir", str(tmp_path), "--", "data=digits", "trainer.max_steps=3", "model.hidden=[32]",
+         "--sweep-dir", str(tmp_path), "--", "data=digits", "data.n_labels=100", "trainer.max_steps=3", "model.hidden=[32]",
          "model.iw_samples=1", "logger=none", "trainer.progress_bar=false", "device=cpu"],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
