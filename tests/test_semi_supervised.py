@@ -149,3 +149,18 @@ def test_m1m2_reuses_a_trained_vae(tmp_path):
     cfg.model.m1_z_dim = 6
     with pytest.raises(UserError, match="does not fit model.m1_z_dim/m1_hidden"):
         run(cfg, m1m2_dir)
+
+
+def test_m1m2_phases_leave_no_gradient_on_each_other():
+    from dgm_run.data.base import Batch
+    from dgm_run.models.m1m2 import M1M2
+
+    torch.manual_seed(0)
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8]), SPEC)
+    batch = Batch(x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4)),
+                  x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4)), y_labelled=torch.tensor([0, 1, 2]))
+    for phase, other in (("m1", "m2"), ("m2", "m1")):
+        model.zero_grad(set_to_none=True)
+        model.loss(phase, batch)["loss"].backward()
+        assert all(p.grad is not None for p in model.phase_parameters(phase))
+        assert all(p.grad is None for p in model.phase_parameters(other))
