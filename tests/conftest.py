@@ -19,6 +19,11 @@ TINY = ["trainer.max_epochs=1", "trainer.max_steps=30", "trainer.log_every_steps
         "device=cpu"]
 
 
+def config_options(group: str) -> str:
+    """The options of a config group as the CLI lists them: "adgm, m1m2, ..." from configs/GROUP/*.yaml."""
+    return ", ".join(sorted(f.stem for f in (REPO / "configs" / group).glob("*.yaml")))
+
+
 def compose_cfg(*overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_module("dgm_run.configs", version_base="1.3"):

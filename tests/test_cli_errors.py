@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import TINY
+from tests.conftest import TINY, config_options
 
 # (arguments, a fragment the one error line must contain)
 BAD_INPUT = [
-    (["model=foo"], "model=foo is not a known option; choose one of: adgm, m2, sdgm, vae"),
-    (["data=bar"], "data=bar is not a known option; choose one of: digits, mnist, mnist_100labels"),
+    (["model=foo"], f"model=foo is not a known option; choose one of: {config_options('model')}"),
+    (["data=bar"], f"data=bar is not a known option; choose one of: {config_options('data')}"),
     (["trainer.max_epoch=5"], "unknown key 'trainer.max_epoch'; allowed keys here: max_epochs, max_steps"),
     (["model.hiden=[10]"], "unknown key 'model.hiden'; allowed keys here: _target_, z_dim, hidden"),
     (["trainer.batch_size=0"], "trainer.batch_size: must be a positive integer (got 0)"),

@@ -105,6 +105,7 @@ def test_schedule_entries_run_in_their_epochs(tmp_path):
 
 
 def test_max_minutes_stops_training_and_still_evaluates(tmp_path):
+    # 6 ms of training: a few steps, far fewer than one epoch (80 steps) of the 50 asked for.
     metrics = run(compose_cfg(*TINY, "trainer.max_steps=null", "trainer.max_epochs=50",
                               "trainer.max_minutes=0.0001"), tmp_path)
-    assert metrics["step"] == 1 and "eval/elbo" in metrics
+    assert 1 <= metrics["step"] < 80 and metrics["epoch"] == 0 and "eval/elbo" in metrics
