@@ -20,6 +20,10 @@ class TensorBoardLogger:
         # purge_step hides events a killed run logged after its last checkpoint.
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step) if enabled else None
 
+    @property
+    def enabled(self) -> bool:
+        return self.writer is not None
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer:
             for tag, value in values.items():
@@ -29,6 +33,11 @@ class TensorBoardLogger:
         """A grid of images (N, C, H, W) with values in [0, 1]."""
         if self.writer:
             self.writer.add_image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, pad_value=1.0), step)
+
+    def figure(self, tag: str, figure: Any, step: int) -> None:
+        """A matplotlib figure, rendered to an image (and closed)."""
+        if self.writer:
+            self.writer.add_figure(tag, figure, step, close=True)
 
     def embedding(self, codes: Tensor, labels: Tensor, images: Tensor, step: int) -> None:
         """Latent codes for the projector (PCA, t-SNE, UMAP in the browser), coloured by label."""

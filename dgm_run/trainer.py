@@ -202,18 +202,30 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> None:
         """One pass of the schedule over a batch: each phase steps only its own optimizer."""
-        for entry in self.cfg.model.schedule:
-            if not entry.active(self.epoch):
-                continue
-            optimizer = self.optimizers[entry.phase]
-            for _ in range(entry.steps):
-                # All gradients are cleared, so a phase never steps on another phase's leftovers.
-                self.model.zero_grad(set_to_none=True)
-                with self.autocast:
-                    terms = self.loss_fn(entry.phase, batch)
-                terms["loss"].backward()
-                optimizer.step()
-                self._accumulate(entry.phase, terms)
+        entries = [entry for entry in self.cfg.model.schedule if entry.active(self.epoch)]
+        if not self.cfg.model.simultaneous:
+            for entry in entries:
+                for _ in range(entry.steps):
+                    self._phase_steps([entry.phase], batch)
+            return
+        for round_ in range(max((entry.steps for entry in entries), default=0)):
+            self._phase_steps([entry.phase for entry in entries if entry.steps > round_], batch)
+
+    def _phase_steps(self, phases: list[str], batch: Batch) -> None:
+        """Gradients of every phase in `phases` at the current parameters, then one step of each.
+
+        All gradients are cleared first, so a phase never steps on another phase's leftovers;
+        by the model contract a phase's loss leaves no gradient on other phases' parameters,
+        so the backward passes of several phases do not mix.
+        """
+        self.model.zero_grad(set_to_none=True)
+        for phase in phases:
+            with self.autocast:
+                terms = self.loss_fn(phase, batch)
+            terms["loss"].backward()
+            self._accumulate(phase, terms)
+        for phase in phases:
+            self.optimizers[phase].step()
 
     def _accumulate(self, phase: str, terms: dict[str, Tensor]) -> None:
         values = torch.stack([t.detach().float() for t in terms.values()])
@@ -280,7 +292,8 @@ class Trainer:
                         sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
             n_test = len(self.data.x_test)
             class_counts = torch.bincount(self.data.y_test, minlength=k).clamp(min=1).cpu()
-            metrics = {}
+            metrics = {f"eval/{name}": float(value) for name, value in
+                       self.model.evaluate_all(self.data.x_test, self.data.y_test).items()}
             for name, total in sums.items():
                 if name.endswith("/per_class"):
                     base = name.rsplit("/", 1)[0]
@@ -289,6 +302,9 @@ class Trainer:
                 else:
                     metrics[f"eval/{name}"] = float(total) / n_test
             self._log_images()
+            if self.logger.enabled:  # figures cost a plot each; draw them only to log them
+                for tag, figure in self.model.figures(self.data.x_test, self.data.y_test).items():
+                    self.logger.figure(tag, figure, self.step)
         self.model.train()
         metrics["time/eval_s"] = time.perf_counter() - started
         start, start_step = self._clock  # evaluation time is not training time

@@ -109,3 +109,17 @@ def test_max_minutes_stops_training_and_still_evaluates(tmp_path):
     metrics = run(compose_cfg(*TINY, "trainer.max_steps=null", "trainer.max_epochs=50",
                               "trainer.max_minutes=0.0001"), tmp_path)
     assert 1 <= metrics["step"] < 80 and metrics["epoch"] == 0 and "eval/elbo" in metrics
+
+
+def test_simultaneous_schedule_takes_every_gradient_before_any_step(tmp_path):
+    cfg = two_player_cfg()
+    cfg.model.simultaneous = True
+    trainer = build_trainer(cfg, tmp_path)
+    calls = trainer.model.calls  # the model appends each loss call; the hooks append each step
+    for phase, optimizer in trainer.optimizers.items():
+        optimizer.register_step_post_hook(lambda *_, phase=phase: calls.append(f"step {phase}"))
+    plan = trainer.data.plan_epoch()
+    for i in range(2):
+        trainer.train_step(trainer.data.batch(plan, i))
+    # Round 1: both players' gradients at the same parameters, then both step; round 2: the adversary's second step.
+    assert calls == ["adversary", "primal", "step adversary", "step primal", "adversary", "step adversary"] * 2

@@ -44,6 +44,9 @@ class Splits:
     x_test: Tensor
     y_test: Tensor
     n_classes: int
+    # Mixture data: the centre of each mode (n_classes, D) and the modes' standard deviation.
+    modes: Optional[Tensor] = None
+    mode_std: Optional[float] = None
 
 
 class DataSource:
@@ -68,6 +71,9 @@ class DataSpec:
     n_train: int
     # Labelled training examples; None when the data is used unlabelled.
     n_labels: Optional[int] = None
+    # Mixture data (see Splits): mode centres and standard deviation, for mode-coverage metrics.
+    modes: Optional[Tensor] = None
+    mode_std: Optional[float] = None
 
     @property
     def semi_supervised(self) -> bool:
@@ -128,6 +134,7 @@ class DeviceData:
         self.y_test = splits.y_test.to(device)
         # The test set is binarized once, with the split seed, so every evaluation sees the same digits.
         self.x_test = self._to_float(splits.x_test, torch.Generator().manual_seed(cfg.split_seed)).to(device)
+        self.modes, self.mode_std = splits.modes, splits.mode_std
         self.labelled = None
         if cfg.n_labels is not None:
             self.labelled = balanced_labels(splits.y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
@@ -138,7 +145,8 @@ class DeviceData:
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(self.shape, self.n_classes, self.is_image, len(self.x_train), self.cfg.n_labels)
+        return DataSpec(self.shape, self.n_classes, self.is_image, len(self.x_train), self.cfg.n_labels,
+                        self.modes, self.mode_std)
 
     def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         if not self.is_image:

@@ -7,8 +7,9 @@ runs `Config.schedule` (a list of {phase, steps}) on every batch, logging every 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from torch import Tensor, nn
 
@@ -40,15 +41,34 @@ class ModelConfig:
     _target_: str = ""
     # The phases run on every batch, in order, each for `steps` optimizer steps.
     schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep()])
+    # false: the entries run one after another, each step seeing the previous step's update.
+    # true: in each round every entry with steps left takes its gradient at the same
+    # parameters on the same batch, then all of them step (the AVB authors' update).
+    simultaneous: bool = False
 
     def __post_init__(self) -> None:
         check(len(self.schedule) > 0, "schedule", "must name at least one phase")
 
 
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Gradients do not reach these modules' parameters inside the block (they still pass
+    through to the inputs): how one phase's loss uses another phase's networks."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class GenerativeModel(nn.Module):
     """The contract. Optional hooks the trainer uses when a model has them:
     `analogies(x)` (a grid row per test digit, `grid_columns` wide), `latent(x)` (codes for
-    TensorBoard's projector) and `per_class_metrics` (metrics also reported per label)."""
+    TensorBoard's projector), `per_class_metrics` (metrics also reported per label),
+    `evaluate_all` (metrics of the model as a whole) and `figures` (matplotlib figures)."""
 
     Config = ModelConfig
     phases: tuple[str, ...] = ("elbo",)
@@ -70,6 +90,15 @@ class GenerativeModel(nn.Module):
 
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Per-example metrics of a test batch, each of shape (B,); the trainer averages them."""
+        return {}
+
+    def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+        """Metrics computed once per evaluation from the whole test set (x, y), e.g. how many
+        modes of a mixture the samples cover; values are floats or 0-d tensors."""
+        return {}
+
+    def figures(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+        """matplotlib figures by TensorBoard tag, e.g. latent codes of 2-D toys; drawn at every evaluation."""
         return {}
 
     def sample(self, n: int) -> Optional[Tensor]:
