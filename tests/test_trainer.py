@@ -12,10 +12,11 @@ from dgm_run.train import run
 from tests.conftest import TINY, compose_cfg
 
 
-def two_player_cfg(*overrides: str, nan_at_call=None):
+def two_player_cfg(*overrides: str, nan_at_call=None, simultaneous=False):
     cfg = compose_cfg(*TINY, "trainer.max_steps=6", "logger=none", *overrides)
     cfg.model = OmegaConf.create({"_target_": "tests.toy_models.TwoPlayer", "nan_at_call": nan_at_call,
-                                  "schedule": [{"phase": "adversary", "steps": 2}, {"phase": "primal", "steps": 1}]})
+                                  "schedule": [{"phase": "adversary", "steps": 2}, {"phase": "primal", "steps": 1}],
+                                  "simultaneous": simultaneous})
     return cfg
 
 
@@ -112,9 +113,7 @@ def test_max_minutes_stops_training_and_still_evaluates(tmp_path):
 
 
 def test_simultaneous_schedule_takes_every_gradient_before_any_step(tmp_path):
-    cfg = two_player_cfg()
-    cfg.model.simultaneous = True
-    trainer = build_trainer(cfg, tmp_path)
+    trainer = build_trainer(two_player_cfg(simultaneous=True), tmp_path)
     calls = trainer.model.calls  # the model appends each loss call; the hooks append each step
     for phase, optimizer in trainer.optimizers.items():
         optimizer.register_step_post_hook(lambda *_, phase=phase: calls.append(f"step {phase}"))
