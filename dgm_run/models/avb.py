@@ -1,0 +1,310 @@
+"""AVB: Adversarial Variational Bayes (Mescheder, Nowozin & Geiger 2017, arXiv 1701.04722).
+
+The encoder is implicit, z = f(x, eps) with the noise eps as an input, so q(z|x) has no
+density; the KL term of the ELBO is instead estimated by a discriminator T(x, z) trained
+with the logistic loss to tell (x, z ~ q(z|x)) from (x, z ~ p(z)). At its optimum
+T*(x, z) = log q(z|x) - log p(z) (the paper's proposition 1), so the primal phase
+(encoder + decoder) maximises E_q[log p(x|z) - T(x, z)] with T held fixed.
+
+Adaptive contrast (section 3.2): with r(z|x) = N(mu(x), sigma(x)^2) fitted to q's moments,
+KL(q || p) = KL(q~ || N(0, I)) + E_q[log r(z|x) - log p(z)], where q~ is the law of the
+normalised code z~ = (z - mu) / sigma. T then only has to tell z~ from N(0, I) (a far
+easier contrast than q against the prior), and the primal objective becomes
+E_q[log p(x|z) - T(x, z~) - log r(z|x) + log p(z)] (section 3.2; the authors'
+code computes KL = T + log r - log p and ELBO = log p(x|z) - KL). mu and sigma are
+estimated from `ac_samples` encoder draws per x and, as in the authors' code, carry no
+gradient.
+
+`encoder: gaussian` turns the same encoder MLP into a plain VAE's (it outputs (mu, logvar)
+and takes no noise) with the analytic KL: the baseline with the same networks.
+The decoder is Bernoulli: data must lie in [0, 1] (binarized images, one-hot points).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgm_run.config import check, check_choice, check_positive
+from dgm_run.data.base import Batch, DataSpec
+from dgm_run.figures import scatter
+from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
+from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, kl_standard_normal, mlp, normal_log_prob,
+                               reparameterize, standard_normal_log_prob)
+from dgm_run.models.vae import IW_CHUNK_ROWS
+
+# Added to the estimated variance of q(z|x) (as in the authors' code): a nearly
+# deterministic encoder must not divide by zero.
+VAR_FLOOR = 1e-4
+# Share of the prior in the defensive mixture proposal of the log-likelihood estimate.
+PRIOR_WEIGHT = 0.1
+# Codes per test point in the "latent" figure (the paper's figure 6).
+FIGURE_DRAWS = 500
+FIGURE_POINTS = 10
+
+
+class InnerProduct(nn.Module):
+    """T(x, z) = <f(x), g(z)>: the authors' toy discriminator; f(x) is computed once per x
+    however many codes z are scored against it."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: list[int], features: int, activation: str) -> None:
+        super().__init__()
+        self.f = mlp(x_dim, hidden, features, activation)
+        self.g = mlp(z_dim, hidden, features, activation)
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return (self.f(x) * self.g(z)).sum(-1)
+
+
+class Joint(nn.Module):
+    """T(x, z) = MLP([x, z])."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: list[int], activation: str) -> None:
+        super().__init__()
+        self.net = mlp(x_dim + z_dim, hidden, 1, activation)
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.net(torch.cat([x.expand(*z.shape[:-1], x.shape[-1]), z], -1)).squeeze(-1)
+
+
+class Discriminator(nn.Module):
+    """T(x, z) for x (B, D) and codes z (..., B, Z), shape (..., B).
+
+    With `prior_term`, T = net(x, z) + ||z||^2 / 2: since log p(z) = -||z||^2 / 2 + const,
+    the net then only has to learn log q(z|x) + const rather than log q - log p."""
+
+    def __init__(self, net: nn.Module, prior_term: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.prior_term = prior_term
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        t = self.net(x, z)
+        return t + 0.5 * z.pow(2).sum(-1) if self.prior_term else t
+
+
+class AVB(GenerativeModel):
+    @dataclass
+    class Config(ModelConfig):
+        _target_: str = "dgm_run.models.avb.AVB"
+        schedule: list[PhaseStep] = field(
+            default_factory=lambda: [PhaseStep("adversary", 2), PhaseStep("primal", 1)])
+        z_dim: int = 2
+        # implicit: z = f(x, eps), eps ~ N(0, I) of noise_dim as an input beside x (AVB);
+        # gaussian: the same MLP outputs (mu, logvar), trained as a VAE (schedule: primal only).
+        encoder: str = "implicit"
+        noise_dim: int = 64
+        # Hidden layers of the encoder; the decoder mirrors them.
+        hidden: list[int] = field(default_factory=lambda: [64, 64, 64])
+        activation: str = "elu"
+        # inner_product: T = <f(x), g(z)>; mlp: T = MLP([x, z]).
+        discriminator: str = "inner_product"
+        discriminator_hidden: list[int] = field(default_factory=lambda: [256, 256])
+        # Size of f(x) and g(z) (inner_product only).
+        discriminator_features: int = 64
+        prior_term: bool = True
+        adaptive_contrast: bool = False
+        # Encoder draws per x that estimate q(z|x)'s mean and variance: for adaptive contrast
+        # in training, and for the proposal of the log-likelihood estimate at evaluation.
+        ac_samples: int = 16
+        # Importance samples of the log-likelihood estimate at evaluation.
+        iw_samples: int = 1000
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check_positive(self, "z_dim", "noise_dim", "discriminator_features", "iw_samples")
+            check(self.ac_samples >= 2, "ac_samples",
+                  f"must be >= 2: q(z|x)'s variance is estimated from them (got {self.ac_samples})")
+            check(len(self.hidden) > 0 and min(self.hidden) >= 1, "hidden",
+                  f"must be one or more positive layer sizes (got {self.hidden})")
+            check(all(h >= 1 for h in self.discriminator_hidden), "discriminator_hidden",
+                  f"layer sizes must be positive (got {self.discriminator_hidden})")
+            check_choice(self, "encoder", ("implicit", "gaussian"))
+            check_choice(self, "discriminator", ("inner_product", "mlp"))
+            check_choice(self, "activation", tuple(ACTIVATIONS))
+            phases = {entry.phase for entry in self.schedule}
+            if self.encoder == "gaussian":
+                check("adversary" not in phases, "schedule",
+                      "encoder=gaussian has an analytic KL and no discriminator: schedule only the primal phase")
+                check(not self.adaptive_contrast, "adaptive_contrast", "needs encoder=implicit")
+            else:
+                check({"adversary", "primal"} <= phases, "schedule",
+                      f"encoder=implicit needs both the adversary and the primal phase (got {sorted(phases)})")
+
+    phases = ("adversary", "primal")
+
+    def __init__(self, cfg: Config, spec: DataSpec) -> None:
+        super().__init__(cfg, spec)
+        self.x_dim = math.prod(spec.shape)
+        self.implicit = cfg.encoder == "implicit"
+        first = cfg.hidden[0]
+        # The first layer W [x; eps] + b split as (W_x x + b) + W_eps eps, so that several
+        # draws of eps per x reuse x's part (the bulk of the work for images).
+        self.enc_x = nn.Linear(self.x_dim, first)
+        self.enc_noise = nn.Linear(cfg.noise_dim, first, bias=False) if self.implicit else None
+        out = cfg.z_dim if self.implicit else 2 * cfg.z_dim
+        self.enc_tail = nn.Sequential(ACTIVATIONS[cfg.activation](), mlp(first, cfg.hidden[1:], out, cfg.activation))
+        self.decoder = mlp(cfg.z_dim, cfg.hidden[::-1], self.x_dim, cfg.activation)
+        self.discriminator = None
+        if self.implicit:
+            net = (InnerProduct(self.x_dim, cfg.z_dim, cfg.discriminator_hidden, cfg.discriminator_features,
+                                cfg.activation) if cfg.discriminator == "inner_product"
+                   else Joint(self.x_dim, cfg.z_dim, cfg.discriminator_hidden, cfg.activation))
+            self.discriminator = Discriminator(net, cfg.prior_term)
+
+    def phase_parameters(self, phase: str) -> list[nn.Parameter]:
+        if phase == "adversary":
+            return [] if self.discriminator is None else list(self.discriminator.parameters())
+        skip = set() if self.discriminator is None else {id(p) for p in self.discriminator.parameters()}
+        return [p for p in self.parameters() if id(p) not in skip]
+
+    # ------------------------------------------------------------- encoder
+    def gaussian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of the gaussian encoder, each (B, Z); x flat."""
+        mu, logvar = self.enc_tail(self.enc_x(x)).chunk(2, dim=-1)
+        return mu, logvar
+
+    def encode(self, x: Tensor, n: int) -> Tensor:
+        """n codes z ~ q(z|x) per x, shape (n, B, Z); x flat (B, D)."""
+        if not self.implicit:
+            mu, logvar = self.gaussian(x)
+            return reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape))
+        eps = torch.randn(n, len(x), self.cfg.noise_dim, device=x.device, dtype=x.dtype)
+        return self.enc_tail(self.enc_x(x) + self.enc_noise(eps))
+
+    @torch.no_grad()
+    def moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of q(z|x), each (B, Z), estimated from `ac_samples` fresh draws.
+
+        Fresh draws, independent of the codes the moments are then applied to, and no
+        gradient (as in the authors' code): r(z|x) is a fixed reference distribution."""
+        z = self.encode(x, self.cfg.ac_samples)
+        return z.mean(0), torch.log(z.var(0) + VAR_FLOOR)
+
+    def contrast(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """The discriminator's input and log r(z|x) - log p(z) (..., B) for codes z (..., B, Z).
+
+        Adaptive contrast: z~ = (z - mu) / sigma with r = N(mu, sigma^2) fitted to q(z|x);
+        otherwise z itself with r = p, so the correction vanishes."""
+        if not self.cfg.adaptive_contrast:
+            return z, torch.zeros(z.shape[:-1], device=z.device, dtype=z.dtype)
+        mu, logvar = self.moments(x)
+        return (z - mu) * torch.exp(-0.5 * logvar), normal_log_prob(z, mu, logvar) - standard_normal_log_prob(z)
+
+    # -------------------------------------------------------------- losses
+    def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
+        x = batch.x.flatten(1)
+        if not self.implicit:
+            return self.vae_loss(x)
+        if phase == "adversary":
+            with torch.no_grad():  # z is data to the discriminator: no gradient reaches the encoder
+                z_q, _ = self.contrast(x, self.encode(x, 1)[0])
+            return self.adversary_loss(x, z_q)
+        # One code per x, as in the paper; the moments of adaptive contrast take their own draws.
+        z = self.encode(x, 1)[0]
+        z_in, log_r_over_p = self.contrast(x, z)
+        with frozen(self.discriminator):  # T is held fixed: gradients pass through z only
+            t = self.discriminator(x, z_in)
+        kl = t + log_r_over_p  # the adversarial estimate of KL(q(z|x) || p(z)), (B,)
+        recon = -bernoulli_log_prob(self.decoder(z), x)
+        return {"loss": (recon + kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+
+    def adversary_loss(self, x: Tensor, z_q: Tensor) -> dict[str, Tensor]:
+        """Logistic loss of T on codes z_q (B, Z) of q (label 1) against as many of N(0, I) (label 0)."""
+        t_q = self.discriminator(x, z_q)
+        t_p = self.discriminator(x, torch.randn_like(z_q))
+        loss = F.softplus(-t_q) + F.softplus(t_p)
+        return {"loss": loss.mean(), "t_q": t_q.mean(), "t_p": t_p.mean()}
+
+    def vae_loss(self, x: Tensor) -> dict[str, Tensor]:
+        mu, logvar = self.gaussian(x)
+        recon = -bernoulli_log_prob(self.decoder(reparameterize(mu, logvar)), x)
+        kl = kl_standard_normal(mu, logvar)
+        return {"loss": (recon + kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+
+    # ---------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Per-example metrics over `ac_samples` draws z ~ q(z|x):
+
+        - log_likelihood: the importance-sampling estimate of `log_likelihood`;
+        - elbo: E[log p(x|z)] - KL, KL analytic for encoder=gaussian, else AVB's estimate
+          T + log r - log p (only as good as the discriminator: not a bound);
+        - recon_error: images, the mean per-pixel cross-entropy of x under p(x|z) (nats);
+          other data (one-hot points), the share of draws whose decoded argmax is not x's one.
+        """
+        x = x.flatten(1)
+        z = self.encode(x, self.cfg.ac_samples)  # (K, B, Z)
+        logits = self.decoder(z)
+        log_px = bernoulli_log_prob(logits, x)
+        if self.implicit:
+            z_in, log_r_over_p = self.contrast(x, z)
+            kl = (self.discriminator(x, z_in) + log_r_over_p).mean(0)
+            mu, logvar = self.moments(x)
+        else:
+            mu, logvar = self.gaussian(x)
+            kl = kl_standard_normal(mu, logvar)
+        if self.spec.is_image:
+            recon_error = -log_px.mean(0) / self.x_dim
+        else:
+            recon_error = (logits.argmax(-1) != x.argmax(-1)).float().mean(0)
+        return {"log_likelihood": self.log_likelihood(x, mu, logvar), "elbo": log_px.mean(0) - kl,
+                "recon_error": recon_error}
+
+    def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        """Importance-sampling estimate of log p(x), (B,): log 1/k sum_i p(x|z_i) p(z_i) / pi(z_i),
+        z_i ~ pi(z|x) = (1 - w) N(mu, sigma^2) + w N(0, I), w = PRIOR_WEIGHT.
+
+        Why it is honest: pi is a proper density we can evaluate, fixed before its k draws are
+        taken (its moments come from separate encoder draws, or are the gaussian encoder's), so
+        the mean weight is an unbiased estimate of p(x) and, by Jensen, the estimate of
+        log p(x) is low in expectation: it never credits the model with more than it has.
+        It uses only the decoder and the prior, never T, so a wrong discriminator cannot
+        inflate it. The prior's share bounds every weight by p(x|z) / w (the defensive
+        mixture of Hesterberg 1995), so tails of q that the Gaussian misses cost variance,
+        not bias. For encoder=gaussian, mu and sigma are q's own: the same estimator, so the
+        two encoders are compared on equal terms.
+        """
+        k = self.cfg.iw_samples
+        per_chunk = max(1, IW_CHUNK_ROWS // len(x))
+        log_w = []
+        for start in range(0, k, per_chunk):
+            n = min(per_chunk, k - start)
+            from_prior = torch.rand(n, len(x), 1, device=x.device) < PRIOR_WEIGHT
+            z = torch.where(from_prior, torch.randn(n, *mu.shape, device=x.device, dtype=mu.dtype),
+                            reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape)))  # (n, B, Z)
+            log_prior = standard_normal_log_prob(z)
+            log_pi = torch.logaddexp(math.log1p(-PRIOR_WEIGHT) + normal_log_prob(z, mu, logvar),
+                                     math.log(PRIOR_WEIGHT) + log_prior)
+            log_w.append(bernoulli_log_prob(self.decoder(z), x) + log_prior - log_pi)
+        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+
+    @torch.no_grad()
+    def figures(self, x: Tensor, y: Tensor) -> dict[str, object]:
+        """For 2-D codes of non-image data: FIGURE_DRAWS codes z ~ q(z|x) of the first test point
+        of each label, coloured by label (the paper's figure 6)."""
+        if self.spec.is_image or self.cfg.z_dim != 2:
+            return {}
+        first = torch.stack([torch.nonzero(y == c)[0, 0] for c in y.unique()[:FIGURE_POINTS]])
+        z = self.encode(x[first].flatten(1), FIGURE_DRAWS)  # (FIGURE_DRAWS, P, 2)
+        labels = y[first].expand(FIGURE_DRAWS, -1)
+        return {"latent": scatter(z.reshape(-1, 2), labels.reshape(-1), title="z ~ q(z|x) per test point")}
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        z = torch.randn(n, self.cfg.z_dim, device=self.decoder[0].weight.device)
+        return torch.sigmoid(self.decoder(z)).view(n, *self.spec.shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Decoder means at one draw z ~ q(z|x) per x."""
+        return torch.sigmoid(self.decoder(self.encode(x.flatten(1), 1)[0])).view_as(x)
+
+    @torch.no_grad()
+    def latent(self, x: Tensor) -> Tensor:
+        """One code per x, for TensorBoard's projector."""
+        return self.encode(x.flatten(1), 1)[0]
