@@ -55,6 +55,7 @@ def test_discriminator_learns_log_q_minus_log_p(discriminator):
     assert log_ratio.max() - log_ratio.min() > 1.5
     assert error.mean() < 0.1 and error.max() < 0.3, (error.mean(), error.max())
 
+
 @pytest.mark.parametrize("adaptive_contrast", [False, True], ids=["plain", "adaptive-contrast"])
 def test_phases_step_as_scheduled_and_only_their_own_parameters(tmp_path, adaptive_contrast):
     cfg = compose_cfg("experiment=avb_toy", *TINY_TOY, "logger=none", f"model.adaptive_contrast={adaptive_contrast}",
