@@ -96,10 +96,6 @@ class DDGM(GenerativeModel):
         sigma: float = 1.0
         # Weight of the entropy in the generator loss (1: the paper's KL).
         entropy_weight: float = 1.0
-        # Not in the paper: alpha * (E(data)^2 + E(samples)^2) added to the energy loss (Du & Mordatch
-        # 2019). Without it E(data) - E(samples) is unbounded below and the energies run off to -1e5
-        # while the generator lags; with it the gap stays below about 1 / alpha nats.
-        energy_l2: float = 0.0
         # Evaluation: generator samples drawn for the mixture/spiral metrics and the figures.
         eval_samples: int = 2500
         # A mixture mode counts as covered when at least this many samples lie within 3 std of it.
@@ -117,7 +113,6 @@ class DDGM(GenerativeModel):
             check_choice(self, "energy_activation", tuple(ACTIVATIONS))
             check(self.sigma > 0, "sigma", f"must be > 0 (got {self.sigma})")
             check(self.entropy_weight >= 0, "entropy_weight", f"must be >= 0 (got {self.entropy_weight})")
-            check(self.energy_l2 >= 0, "energy_l2", f"must be >= 0 (got {self.energy_l2})")
 
     phases = ("energy", "generator")
 
@@ -188,9 +183,7 @@ class DDGM(GenerativeModel):
                 samples = self.generate(n)
             energies = self.energy(torch.cat([batch.x, samples]))  # one pass; E has no batch statistics
             e_data, e_samples = energies[:n].mean(), energies[n:].mean()
-            l2 = energies.pow(2).mean()
-            return {"loss": e_data - e_samples + self.cfg.energy_l2 * l2, "energy_data": e_data,
-                    "energy_samples": e_samples, "energy_l2": l2}
+            return {"loss": e_data - e_samples, "energy_data": e_data, "energy_samples": e_samples}
         with frozen(self.energy):  # gradients flow through E to the samples only
             e_samples = self.energy(self.generate(n)).mean()
         entropy = self.entropy()
