@@ -32,8 +32,8 @@ from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
 from dgm_run.models.nn import ACTIVATIONS, mlp
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
-# The conv nets halve the image side until it is at most this (28 -> 7, 64 -> 4).
-MAX_BASE_SIDE = 8
+# The conv nets halve the image side until it is at most this (28 -> 7, 32 and 64 -> 4).
+MAX_BASE_SIDE = 7
 
 
 def batch_norm(units: int, conv: bool) -> nn.Module:
@@ -202,7 +202,7 @@ class DDGM(GenerativeModel):
         if self.spec.modes is not None:
             metrics.update(self.mode_metrics(samples))
         elif self.spec.shape == (2,):
-            metrics.update(self.closeness_metrics(x))
+            metrics.update(self.closeness_metrics(x, self.generate(len(x) // 2)))
         return metrics
 
     def mode_metrics(self, samples: Tensor) -> dict[str, Any]:
@@ -215,15 +215,15 @@ class DDGM(GenerativeModel):
         counts = torch.bincount(nearest[good], minlength=len(modes))
         return {"modes_covered": (counts >= self.cfg.mode_min_samples).sum(), "high_quality": good.float().mean()}
 
-    def closeness_metrics(self, x: Tensor) -> dict[str, Any]:
+    @staticmethod
+    def closeness_metrics(x: Tensor, samples: Tensor) -> dict[str, Any]:
         """Data without known modes (spirals). The test set is split in halves A and B, and the radius
         r is the 99th percentile of the distance from a point of A to its nearest point of B: how close
         fresh data lies to data. `near_data` is the share of |A| samples within r of their nearest B
         point, `data_covered` the share of B points within r' of their nearest sample (r' likewise,
         from B to A). Samples from the data distribution itself score about 0.99 on both."""
-        half = len(x) // 2
+        half = len(samples)  # |A| = |B| = number of samples, so that the radii fit the sample count
         a, b = x[:half], x[half:2 * half]
-        samples = self.generate(half)
         r_ab = torch.quantile(torch.cdist(a, b).min(dim=1).values, 0.99)
         r_ba = torch.quantile(torch.cdist(b, a).min(dim=1).values, 0.99)
         to_b = torch.cdist(samples, b)  # (half, half)
