@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Optional, Union
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,15 +14,28 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from dgm_run.device import gpu_for_job
 from dgm_run.errors import UserError
 from dgm_run.train import run
 from dgm_run.trainer import Interrupted
 
 EXIT_USER_ERROR = 2
+ERROR_FILE = "error.txt"
 
 # A resumed run reuses its own directory and keeps the .hydra/ files of its first start.
 OmegaConf.register_new_resolver("dgm_run_dir", lambda resume, default: resume or default, replace=True)
 OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True)
+# device=cuda_per_job: the job number of a sweep picks the GPU (a single run is job 0).
+OmegaConf.register_new_resolver(
+    "dgm_gpu_for_job", lambda: gpu_for_job(OmegaConf.select(HydraConfig.get(), "job.num", default=0) or 0),
+    replace=True)
+
+# Hydra plugins that come with an optional extra of the package.
+PLUGIN_EXTRAS = {"hydra/sweeper/optuna": "optuna", "hydra/launcher/joblib": "joblib",
+                 "hydra/launcher/submitit_slurm": "slurm", "hydra/launcher/submitit_local": "slurm"}
+
+# Jobs of this process's sweep that ended in a user error, reported again when the sweep ends.
+failed_jobs: list[str] = []
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
@@ -36,16 +49,32 @@ def app(cfg: DictConfig) -> dict[str, float]:
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     try:
         metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+        return objective(metrics, cfg.get("objective"))
     except UserError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # the sweep records the failed job
+            # Reported now, and the sweep goes on; the launcher records the job as failed.
+            job = f"job {hydra_cfg.job.num} ({' '.join(overrides) or 'no overrides'})"
+            failed_jobs.append(f"{job}: {err}")
+            print(f"dgm-run: error: {job} failed: {err}", file=sys.stderr)
+            # The job's directory says why it has no metrics.json (scripts/results_table.py shows it).
+            (Path(hydra_cfg.runtime.output_dir) / ERROR_FILE).write_text(f"{err}\n")
+            raise
         fail(str(err))
     except Interrupted as err:
         run_dir = cfg.resume or hydra_cfg.runtime.output_dir
         print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}",
               file=sys.stderr)
         sys.exit(128 + err.signum)
-    return metrics
+
+
+def objective(metrics: dict[str, float], name: Optional[str]) -> Union[float, dict[str, float]]:
+    """What the app returns to Hydra: the `objective` metric for a sweeper, or every final metric."""
+    if name is None:
+        return metrics
+    if name not in metrics:
+        raise UserError(f"objective={name} is not a final metric of this run (see metrics.json); "
+                        f"choose one of: {', '.join(k for k in metrics if '/class_' not in k)}")
+    return float(metrics[name])
 
 
 def _allowed_keys(full_key: str) -> str:
@@ -65,7 +94,9 @@ def describe(err: Exception) -> str:
     """One line for a Hydra composition error: the key or option and what is allowed."""
     if isinstance(err, MissingConfigException) and err.options:
         group, _, option = (err.missing_cfg_file or "").rpartition("/")
-        return f"{group}={option} is not a known option; choose one of: {', '.join(sorted(err.options))}"
+        message = f"{group}={option} is not a known option; choose one of: {', '.join(sorted(err.options))}"
+        extra = PLUGIN_EXTRAS.get(f"{group}/{option}")
+        return message + (f" (the plugin is not installed: pip install \"dgm-run[{extra}]\")" if extra else "")
     cause = err.__cause__
     full_key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and full_key:
@@ -81,6 +112,9 @@ def main() -> None:
         app()
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
         fail(describe(err))
+    except UserError as err:  # a sweep ran all its jobs, and some failed
+        failed = failed_jobs or [str(err)]
+        fail(f"{len(failed)} job(s) of the sweep failed, the others finished: {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

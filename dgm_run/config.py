@@ -38,6 +38,12 @@ def check_positive(obj: Any, *names: str) -> None:
         check(value is None or value >= 1, name, f"must be a positive integer (got {value})")
 
 
+def check_sizes(obj: Any, name: str) -> None:
+    """A list of layer widths: every one a positive integer."""
+    sizes = getattr(obj, name)
+    check(all(size >= 1 for size in sizes), name, f"layer sizes must be positive integers (got {sizes})")
+
+
 def check_choice(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(obj, name)
     check(value in allowed, name, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
@@ -110,9 +116,12 @@ class OptimizerConfig:
 class DeviceConfig:
     # auto: the first CUDA GPU when one is visible, else the CPU.
     type: str = "auto"
+    # Which CUDA GPU (null: the first); device=cuda_per_job sets it from the job number.
+    index: Optional[int] = None
 
     def __post_init__(self) -> None:
         check_choice(self, "type", ("auto", "cpu", "cuda"))
+        check(self.index is None or self.index >= 0, "index", f"must be >= 0 (got {self.index})")
 
 
 @dataclass
@@ -190,6 +199,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         sections[name] = validate_section(target_class(cfg[name], name).Config, cfg[name], name)
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise UserError(f"seed: must be a non-negative integer (got {cfg.seed})")
+    if not isinstance(cfg.get("auto_resume", False), bool):
+        raise UserError(f"auto_resume: must be true or false (got {cfg.auto_resume})")
     return RunConfig(seed=cfg.seed, **sections)
 
 

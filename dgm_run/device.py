@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from typing import ContextManager, Optional
 
 import torch
 
 from dgm_run.errors import UserError
 
 
-def resolve_device(kind: str) -> torch.device:
+def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
     if kind == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda: no CUDA GPU is visible to PyTorch on this machine; use device=cpu or device=auto")
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(kind)
+    if kind == "cpu" or index is None:
+        return torch.device(kind)
+    if index >= torch.cuda.device_count():
+        raise UserError(f"device.index={index}: this machine has {torch.cuda.device_count()} CUDA GPUs "
+                        f"(indices 0 to {torch.cuda.device_count() - 1})")
+    return torch.device(kind, index)
+
+
+def gpu_for_job(job_num: int) -> int:
+    """The GPU of the job-th job of a sweep: jobs take the visible GPUs in turn."""
+    return job_num % max(torch.cuda.device_count(), 1)
 
 
 def configure_precision(precision: str, device: torch.device) -> ContextManager:

@@ -42,6 +42,16 @@ def resumed_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
     return cfg
 
 
+def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
+    """auto_resume continues only the run that the directory holds: the same config up to trainer.*."""
+    saved = OmegaConf.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
+    def essence(c: DictConfig) -> dict:
+        return {k: v for k, v in OmegaConf.to_container(c, resolve=True).items() if k != "trainer"}
+    if saved is None or essence(saved) != essence(cfg):
+        raise UserError(f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
+                        "or choose another directory")
+
+
 def write_json_atomic(path: Path, payload: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -54,14 +64,17 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     if resume is not None:
         run_dir = Path(resume)
         cfg = resumed_config(run_dir, overrides)
-    elif (run_dir / CHECKPOINT).exists():
-        raise UserError(f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
-                        "or choose another directory")
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "resume"]) if "resume" in cfg else cfg
+    if resume is None and (run_dir / CHECKPOINT).exists():
+        if not cfg.get("auto_resume"):
+            raise UserError(f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
+                            "(or auto_resume=true) or choose another directory")
+        require_same_run(cfg, run_dir)
+        resume = run_dir
     rc = validate(cfg)
 
     torch.manual_seed(rc.seed)
-    device = resolve_device(rc.device.type)
+    device = resolve_device(rc.device.type, rc.device.index)
     autocast = configure_precision(rc.trainer.precision, device)
     splits = target_class(cfg.data, "data")(rc.data).load()
     data = DeviceData(splits, rc.data, rc.trainer.batch_size, rc.trainer.labelled_batch_size, device)

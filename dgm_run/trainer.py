@@ -274,7 +274,7 @@ class Trainer:
     # ----------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test metrics and image grids. Uses its own RNG stream, seeded by the step,
+        """Test (eval/) and validation (valid/) metrics, image grids and figures. Uses its own RNG stream, seeded by the step,
         so evaluating (or not) never changes the training run, and a resumed run
         evaluates to the same numbers."""
         started = time.perf_counter()
@@ -282,25 +282,10 @@ class Trainer:
         self.model.eval()
         with torch.random.fork_rng(devices=devices), self.autocast:
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)
-            sums: dict[str, Tensor] = {}
-            k = self.data.n_classes
-            for x, y in self.data.test_batches(self.tcfg.eval_batch_size):
-                for name, values in self.model.evaluate(x, y).items():
-                    sums[name] = sums.get(name, 0) + values.float().sum()
-                    if name in self.model.per_class_metrics:
-                        per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
-                        sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
-            n_test = len(self.data.x_test)
-            class_counts = torch.bincount(self.data.y_test, minlength=k).clamp(min=1).cpu()
             metrics = {f"eval/{name}": float(value) for name, value in
                        self.model.evaluate_all(self.data.x_test, self.data.y_test).items()}
-            for name, total in sums.items():
-                if name.endswith("/per_class"):
-                    base = name.rsplit("/", 1)[0]
-                    for c, value in enumerate((total.cpu() / class_counts).tolist()):
-                        metrics[f"eval/class_{base}/{c}"] = value
-                else:
-                    metrics[f"eval/{name}"] = float(total) / n_test
+            for prefix, (x, y) in self.data.eval_sets().items():
+                metrics.update(self._average_metrics(prefix, x, y))
             self._log_images()
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
                 for tag, figure in self.model.figures(self.data.x_test, self.data.y_test).items():
@@ -315,6 +300,28 @@ class Trainer:
         self.evaluated_step = self.step
         log.info("epoch %d step %d: %s", self.epoch, self.step,
                  ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/class_" not in k))
+        return metrics
+
+    def _average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor) -> dict[str, float]:
+        """The model's per-example metrics averaged over a held-out set, and per class where it asks."""
+        sums: dict[str, Tensor] = {}
+        k = self.data.n_classes
+        for start in range(0, len(x_all), self.tcfg.eval_batch_size):
+            x, y = x_all[start:start + self.tcfg.eval_batch_size], y_all[start:start + self.tcfg.eval_batch_size]
+            for name, values in self.model.evaluate(x, y).items():
+                sums[name] = sums.get(name, 0) + values.float().sum()
+                if name in self.model.per_class_metrics:
+                    per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
+                    sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
+        class_counts = torch.bincount(y_all, minlength=k).clamp(min=1).cpu()
+        metrics = {}
+        for name, total in sums.items():
+            if name.endswith("/per_class"):
+                base = name.rsplit("/", 1)[0]
+                for c, value in enumerate((total.cpu() / class_counts).tolist()):
+                    metrics[f"{prefix}/class_{base}/{c}"] = value
+            else:
+                metrics[f"{prefix}/{name}"] = float(total) / len(x_all)
         return metrics
 
     @torch.no_grad()

@@ -88,3 +88,21 @@ def test_test_set_is_binarized_once_with_the_split_seed():
 def test_unbinarized_pixels_stay_grey():
     batch = digits(binarize=False).batch(digits(binarize=False).plan_epoch(), 0)
     assert 0 < ((batch.x > 0) & (batch.x < 1)).float().mean() < 0.5
+
+
+def test_validation_set_is_held_out_from_training_with_the_split_seed():
+    plain = digits(binarize=False)
+    data = digits(binarize=False, n_validation=1000, n_labels=100)
+    assert len(data.x_train) == 7000 and len(data.x_valid) == 1000 and data.steps_per_epoch == 70
+    # Together the two sets are exactly the original training set: no digit in both, none lost.
+    def keys(x):  # training digits stay uint8; held-out ones are floats in [0, 1]
+        x = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)
+        return {row.tobytes() for row in x.flatten(1).numpy()}
+    assert keys(data.x_train).isdisjoint(keys(data.x_valid))
+    assert keys(data.x_train) | keys(data.x_valid) == keys(plain.x_train)
+    assert int(data.labelled.max()) < 7000  # the labelled digits come from what is left for training
+    assert torch.equal(digits(binarize=False, n_validation=1000).x_valid, data.x_valid)
+    assert not torch.equal(digits(binarize=False, n_validation=1000, split_seed=1).x_valid, data.x_valid)
+    assert set(data.eval_sets()) == {"eval", "valid"} and set(plain.eval_sets()) == {"eval"}
+    with pytest.raises(UserError, match="data.n_validation=8000 leaves no training examples"):
+        digits(n_validation=8000)

@@ -92,3 +92,32 @@ def test_corrupt_checkpoint_is_refused_and_kept(cli, tmp_path, damage):
 def test_resume_of_a_directory_without_a_run(cli, tmp_path):
     code, _, err = cli(f"resume={tmp_path}")
     assert code == 2 and f"resume={tmp_path}: no config.yaml there" in err
+
+
+def test_resubmitted_job_with_auto_resume_continues_to_identical_metrics(tmp_path, reference):
+    """A pre-empted cluster job is resubmitted with the same command into the same directory."""
+    run_dir = tmp_path / "run"
+    command = [*RUN, f"hydra.run.dir={run_dir}", "auto_resume=true"]
+    proc = dgm_run(*command)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert not (run_dir / "metrics.json").exists()
+
+    again = dgm_run(*command)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert f"resumed {run_dir} at epoch 0" in out + err and final_metrics(run_dir) == reference
+
+
+def test_auto_resume_refuses_a_directory_of_another_run(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    tiny = ["trainer.max_steps=3", "model.hidden=[16]", "model.z_dim=4", "model.iw_samples=1", "logger=none",
+            "trainer.progress_bar=false", "device=cpu", f"hydra.run.dir={run_dir}", "auto_resume=true"]
+    assert cli(*tiny)[0] == 0
+    before = (run_dir / "checkpoints" / "last.pt").read_bytes()
+    code, _, err = cli(*tiny, "model.z_dim=5")
+    assert code == 2 and f"auto_resume: {run_dir} holds a run with another config" in err
+    assert (run_dir / "checkpoints" / "last.pt").read_bytes() == before

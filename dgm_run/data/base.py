@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -29,9 +29,13 @@ class DataConfig:
     split_seed: int = 0
     # Draw a fresh Bernoulli sample of the pixels for every batch (the papers' dynamic binarization).
     binarize: bool = True
+    # Training examples held out (drawn with split_seed) as a validation set, so that a
+    # hyper-parameter search need not tune on the test set; metrics under valid/.
+    n_validation: int = 0
 
     def __post_init__(self) -> None:
         check_positive(self, "n_labels")
+        check(self.n_validation >= 0, "n_validation", f"must be >= 0 (got {self.n_validation})")
         check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
 
 
@@ -118,7 +122,17 @@ class DeviceData:
 
     def __init__(self, splits: Splits, cfg: DataConfig, batch_size: int, labelled_batch_size: int,
                  device: torch.device) -> None:
-        n_train = len(splits.x_train)
+        x_train, y_train = splits.x_train, splits.y_train
+        self.x_valid = self.y_valid = None
+        if cfg.n_validation:
+            if cfg.n_validation >= len(x_train):
+                raise UserError(f"data.n_validation={cfg.n_validation} leaves no training examples "
+                                f"(the training set has {len(x_train)})")
+            order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.split_seed))
+            valid, train = order[:cfg.n_validation], order[cfg.n_validation:].sort().values
+            self.x_valid, self.y_valid = x_train[valid], y_train[valid]
+            x_train, y_train = x_train[train], y_train[train]
+        n_train = len(x_train)
         if cfg.n_labels is not None and cfg.n_labels > n_train:
             raise UserError(f"data.n_labels={cfg.n_labels} is larger than the training set ({n_train} examples)")
         if batch_size > n_train:
@@ -129,15 +143,18 @@ class DeviceData:
         self.batch_size = batch_size
         self.labelled_batch_size = labelled_batch_size
         self.steps_per_epoch = n_train // batch_size  # the last, partial batch is dropped
-        self.x_train = splits.x_train.to(device)
-        self.y_train = splits.y_train.to(device)
+        self.x_train = x_train.to(device)
+        self.y_train = y_train.to(device)
         self.y_test = splits.y_test.to(device)
-        # The test set is binarized once, with the split seed, so every evaluation sees the same digits.
+        # Held-out sets are binarized once, with the split seed, so every evaluation sees the same digits.
         self.x_test = self._to_float(splits.x_test, torch.Generator().manual_seed(cfg.split_seed)).to(device)
+        if self.x_valid is not None:
+            self.x_valid = self._to_float(self.x_valid, torch.Generator().manual_seed(cfg.split_seed + 1)).to(device)
+            self.y_valid = self.y_valid.to(device)
         self.modes, self.mode_std = splits.modes, splits.mode_std
         self.labelled = None
         if cfg.n_labels is not None:
-            self.labelled = balanced_labels(splits.y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
+            self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
 
     @property
     def is_image(self) -> bool:
@@ -176,6 +193,9 @@ class DeviceData:
             batch.y_labelled = self.y_train[index_l]
         return batch
 
-    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        for start in range(0, len(self.x_test), batch_size):
-            yield self.x_test[start:start + batch_size], self.y_test[start:start + batch_size]
+    def eval_sets(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The held-out sets by metric prefix: eval/ for the test set, valid/ for the validation set."""
+        sets = {"eval": (self.x_test, self.y_test)}
+        if self.x_valid is not None:
+            sets["valid"] = (self.x_valid, self.y_valid)
+        return sets

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm_run import checkpoint
-from dgm_run.config import check
+from dgm_run.config import check, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, PhaseStep
@@ -43,6 +43,8 @@ class M1M2(GenerativeModel):
         def __post_init__(self) -> None:
             super().__post_init__()
             check(self.m1_epochs >= 0, "m1_epochs", f"must be >= 0 (got {self.m1_epochs})")
+            check_positive(self, "m1_z_dim")
+            check_sizes(self, "m1_hidden")
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)

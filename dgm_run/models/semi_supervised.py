@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm_run.config import check, check_choice, check_positive
+from dgm_run.config import check, check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig
@@ -77,6 +77,7 @@ class SemiSupervisedConfig(ModelConfig):
         super().__post_init__()
         check_positive(self, "z_dim", "samples", "iw_samples")
         check(len(self.hidden) > 0, "hidden", "needs at least one layer")
+        check_sizes(self, "hidden")
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "marginalize", ("exact", "gumbel"))
         check_choice(self, "likelihood", ("bernoulli", "gaussian"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from dgm_run.config import check_choice, check_positive
+from dgm_run.config import check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.models.base import GenerativeModel, ModelConfig
 from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, kl_standard_normal, mlp,
@@ -36,6 +36,7 @@ class VAE(GenerativeModel):
         def __post_init__(self) -> None:
             super().__post_init__()
             check_positive(self, "z_dim", "iw_samples")
+            check_sizes(self, "hidden")
             check_choice(self, "activation", tuple(ACTIVATIONS))
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:

@@ -1,0 +1,111 @@
+"""Sweeps: real Hydra multiruns, failing jobs, submitit's local executor, Optuna, and the results table."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from tests.conftest import REPO
+
+DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
+# A job of a second or two on a CPU.
+TINY_JOB = ["trainer.max_epochs=1", "trainer.max_steps=6", "trainer.log_every_steps=3", "model.hidden=[16]",
+            "model.iw_samples=2", "logger.images=4", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"]
+
+
+def sweep(sweep_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([DGM_RUN, "-m", *TINY_JOB, *args, f"hydra.sweep.dir={sweep_dir}"], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def results_table(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), *args], capture_output=True,
+                          text=True, timeout=120, check=True)
+
+
+def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
+    done = sweep(tmp_path / "sweep", "model.z_dim=4,8", "seed=0,1", "data.n_validation=500")
+    assert done.returncode == 0, done.stderr
+    jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
+    assert [p.parent.name for p in jobs] == ["0", "1", "2", "3"]
+    seen = set()
+    for metrics_file in jobs:
+        metrics = json.loads(metrics_file.read_text())
+        assert {"eval/elbo", "valid/elbo", "eval/log_likelihood", "valid/log_likelihood"} <= set(metrics)
+        events = EventAccumulator(str(metrics_file.parent), size_guidance={"scalars": 0, "tensors": 0})
+        events.Reload()
+        assert {"train/elbo/loss", "eval/elbo", "valid/elbo"} <= set(events.Tags()["scalars"])
+        content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        seen.add((hparams["model.z_dim"].number_value, hparams["seed"].number_value))
+        assert hparams["data.n_validation"].number_value == 500
+    assert seen == {(4, 0), (4, 1), (8, 0), (8, 1)}  # every job logged its own config to the HParams dashboard
+
+    table = results_table(str(tmp_path / "sweep"), "--metrics", "eval/elbo", "valid/elbo",
+                          "--csv", str(tmp_path / "table.csv")).stdout.splitlines()
+    assert table[0] == "| model.z_dim | runs | eval/elbo | valid/elbo |"
+    assert [row.split("|")[1:3] for row in table[2:]] == [[" 4 ", " 2 "], [" 8 ", " 2 "]]
+    rows = list(csv.DictReader(open(tmp_path / "table.csv")))
+    expected = {}
+    for metrics_file in jobs:  # the mean over seeds, recomputed from the jobs' own metrics.json
+        overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text())
+        z_dim = next(o.split("=")[1] for o in overrides if o.startswith("model.z_dim="))
+        expected.setdefault(z_dim, []).append(json.loads(metrics_file.read_text())["eval/elbo"])
+    for row in rows:
+        assert float(row["eval/elbo mean"]) == pytest.approx(sum(expected[row["model.z_dim"]]) / 2)
+
+
+def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
+    done = sweep(tmp_path / "sweep", "model.hidden=[16],[-3],[8]")
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("dgm-run: error: 1 job(s) of the sweep failed, the others finished: job 1 (")
+    assert "model.hidden: layer sizes must be positive integers (got [-3])" in last
+    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "2"]
+    table = results_table(str(tmp_path / "sweep")).stdout
+    assert "failed: job 1 (model.hidden=[-3]): model.hidden: layer sizes must be positive integers" in table
+
+
+def test_unknown_objective_is_one_clear_line(tmp_path):
+    done = subprocess.run([DGM_RUN, *TINY_JOB, "objective=eval/accuracy", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "dgm-run: error: objective=eval/accuracy is not a final metric of this run (see metrics.json); "
+        "choose one of: eval/elbo, eval/log_likelihood, time/eval_s, epoch, step"]
+    assert (tmp_path / "metrics.json").is_file()  # the finished run is kept
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+                    reason='submitit launcher not installed (pip install "dgm-run[slurm]")')
+def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
+    done = sweep(tmp_path / "sweep", "launcher=submitit_local", "seed=0,1")
+    assert done.returncode == 0, done.stderr
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+        assert metrics["step"] == 6 and metrics["eval/elbo"] < 0
+    assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason='Optuna sweeper not installed (pip install "dgm-run[optuna]")')
+def test_optuna_search_of_four_trials_minimises_the_validation_error(tmp_path):
+    done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
+                 "data.n_validation=500", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2",
+                 "hydra.sweeper.n_trials=4")
+    assert done.returncode == 0, done.stderr
+    results = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    errors = [json.loads(p.read_text())["valid/error"] for p in (tmp_path / "search").glob("*/metrics.json")]
+    assert len(errors) == 4
+    assert results["best_value"] == pytest.approx(min(errors))  # the app returned valid/error to the sweeper
+    # model.hidden, fixed on the command line (TINY_JOB), leaves the search space.
+    assert set(results["best_params"]) == {"optimizer.lr", "model.alpha"}
