@@ -78,6 +78,8 @@ class DataSpec:
     # Mixture data (see Splits): mode centres and standard deviation, for mode-coverage metrics.
     modes: Optional[Tensor] = None
     mode_std: Optional[float] = None
+    # Every value lies in [0, 1] (images, one-hot points): what a Bernoulli likelihood needs.
+    unit_interval: bool = True
 
     @property
     def semi_supervised(self) -> bool:
@@ -152,6 +154,8 @@ class DeviceData:
             self.x_valid = self._to_float(self.x_valid, torch.Generator().manual_seed(cfg.split_seed + 1)).to(device)
             self.y_valid = self.y_valid.to(device)
         self.modes, self.mode_std = splits.modes, splits.mode_std
+        self.unit_interval = splits.x_train.dtype == torch.uint8 or bool(
+            (splits.x_train.min() >= 0) & (splits.x_train.max() <= 1))
         self.labelled = None
         if cfg.n_labels is not None:
             self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
@@ -163,7 +167,7 @@ class DeviceData:
     @property
     def spec(self) -> DataSpec:
         return DataSpec(self.shape, self.n_classes, self.is_image, len(self.x_train), self.cfg.n_labels,
-                        self.modes, self.mode_std)
+                        self.modes, self.mode_std, self.unit_interval)
 
     def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         if not self.is_image:

@@ -139,6 +139,7 @@ class AVB(GenerativeModel):
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
+        self.require_unit_interval()
         self.x_dim = math.prod(spec.shape)
         self.implicit = cfg.encoder == "implicit"
         first = cfg.hidden[0]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from dgm_run.config import check, check_positive
 from dgm_run.data.base import Batch, DataSpec
+from dgm_run.errors import UserError
 
 
 @dataclass
@@ -79,6 +80,12 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.spec = spec
+
+    def require_unit_interval(self) -> None:
+        """A Bernoulli likelihood models values in [0, 1]; other data is a user's mistake."""
+        if not self.spec.unit_interval:
+            raise UserError(f"model={type(self).__name__.lower()} has a Bernoulli likelihood and needs data in [0, 1] "
+                            "(images, one-hot points); this data has other values (a 2-D toy? try model=ddgm)")
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         """The parameters `phase` updates; single-phase models update all of them."""

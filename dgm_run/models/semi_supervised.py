@@ -94,6 +94,8 @@ class SemiSupervisedModel(GenerativeModel):
         if not spec.semi_supervised:
             name = type(self).__name__.lower()
             raise UserError(f"model={name} needs labelled data: use data=mnist_100labels or set data.n_labels")
+        if cfg.likelihood == "bernoulli":
+            self.require_unit_interval()
         self.x_dim, self.n_classes = math.prod(spec.shape), spec.n_classes
         # Width of the decoder's output: logits, or a mean and a log-variance per dimension.
         self.x_out_dim = self.x_dim * (2 if cfg.likelihood == "gaussian" else 1)

@@ -41,6 +41,7 @@ class VAE(GenerativeModel):
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
+        self.require_unit_interval()
         self.x_dim = math.prod(spec.shape)
         self.encoder = mlp(self.x_dim, cfg.hidden, 2 * cfg.z_dim, cfg.activation)
         self.decoder = mlp(cfg.z_dim, cfg.hidden[::-1], self.x_dim, cfg.activation)
