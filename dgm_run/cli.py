@@ -77,17 +77,19 @@ def objective(metrics: dict[str, float], name: Optional[str]) -> Union[float, di
     return float(metrics[name])
 
 
-def _allowed_keys(full_key: str) -> str:
-    """The keys beside a misspelt one, from the config composed without the offending override."""
+def _allowed_keys(full_key: str) -> Optional[list[str]]:
+    """The keys beside a misspelt one, from the config composed without the offending override
+    (None when they cannot be told)."""
     parent = full_key.rpartition(".")[0]
-    others = [a for a in sys.argv[1:] if not a.startswith("-") and a.split("=")[0].lstrip("+~") != full_key]
+    others = [a for a in sys.argv[1:]
+              if not a.startswith("-") and not a.split("=")[0].lstrip("+~").startswith(full_key)]
     try:
         with hydra.initialize_config_module("dgm_run.configs", version_base="1.3"):
             node = hydra.compose("config", overrides=others)
         node = OmegaConf.select(node, parent) if parent else node
-        return ", ".join(str(k) for k in node) if isinstance(node, DictConfig) else ""
+        return [str(k) for k in node] if isinstance(node, DictConfig) else None
     except Exception:  # the listing is a courtesy; the error line stands without it
-        return ""
+        return None
 
 
 def describe(err: Exception) -> str:
@@ -101,7 +103,10 @@ def describe(err: Exception) -> str:
     full_key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and full_key:
         allowed = _allowed_keys(full_key)
-        return f"unknown key '{full_key}'" + (f"; allowed keys here: {allowed}" if allowed else "")
+        if allowed == []:  # an open mapping such as optimizer.phases: new entries take a leading +
+            override = next((a for a in sys.argv[1:] if a.startswith(full_key)), full_key + ".KEY=VALUE")
+            return f"unknown key '{full_key}'; {full_key.rpartition('.')[0]} is empty here: add it with +{override}"
+        return f"unknown key '{full_key}'" + (f"; allowed keys here: {', '.join(allowed)}" if allowed else "")
     return " ".join(str(err).split())
 
 

@@ -30,6 +30,8 @@ BAD_INPUT = [
     (["data=gmm2d"], "model=vae has a Bernoulli likelihood and needs data in [0, 1]"),
     (["data=toy_onehot4", "data.n_train=0"], "data.n_train: must be a positive integer (got 0)"),
     (["model=avb", "model.encoder=gaussian"], "model.schedule: encoder=gaussian has an analytic KL"),
+    (["model=avb", "data=toy_onehot4", "optimizer.phases.adversary.lr=1e-4"],
+     "optimizer.phases is empty here: add it with +optimizer.phases.adversary.lr=1e-4"),
     (["model.activation=swish"], "model.activation: 'swish' is not allowed; choose one of relu, softplus"),
 ]
 
