@@ -96,6 +96,9 @@ class DDGM(GenerativeModel):
         sigma: float = 1.0
         # Weight of the entropy in the generator loss (1: the paper's KL).
         entropy_weight: float = 1.0
+        # Not in the paper: weight of a penalty mean((E(x) - ||x||^2/sigma^2)^2) over data and samples in
+        # the energy phase, which bounds the learned part of the energy (0: off, the paper's loss).
+        energy_l2: float = 0.0
         # Evaluation: generator samples drawn for the mixture/spiral metrics and the figures.
         eval_samples: int = 2500
         # A mixture mode counts as covered when at least this many samples lie within 3 std of it.
@@ -113,6 +116,7 @@ class DDGM(GenerativeModel):
             check_choice(self, "energy_activation", tuple(ACTIVATIONS))
             check(self.sigma > 0, "sigma", f"must be > 0 (got {self.sigma})")
             check(self.entropy_weight >= 0, "entropy_weight", f"must be >= 0 (got {self.entropy_weight})")
+            check(self.energy_l2 >= 0, "energy_l2", f"must be >= 0 (got {self.energy_l2})")
 
     phases = ("energy", "generator")
 
@@ -183,7 +187,13 @@ class DDGM(GenerativeModel):
                 samples = self.generate(n)
             energies = self.energy(torch.cat([batch.x, samples]))  # one pass; E has no batch statistics
             e_data, e_samples = energies[:n].mean(), energies[n:].mean()
-            return {"loss": e_data - e_samples, "energy_data": e_data, "energy_samples": e_samples}
+            out = {"loss": e_data - e_samples, "energy_data": e_data, "energy_samples": e_samples}
+            if self.cfg.energy_l2 > 0:
+                base = torch.cat([batch.x, samples]).flatten(1).pow(2).sum(1) / self.cfg.sigma ** 2
+                penalty = (energies - base).pow(2).mean()
+                out["loss"] = out["loss"] + self.cfg.energy_l2 * penalty
+                out["energy_penalty"] = penalty
+            return out
         with frozen(self.energy):  # gradients flow through E to the samples only
             e_samples = self.energy(self.generate(n)).mean()
         entropy = self.entropy()
