@@ -67,6 +67,23 @@ def test_each_phase_loss_leaves_gradients_only_on_its_own_parameters():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in energy)
 
 
+def test_energy_l2_adds_the_squared_learned_energy_to_the_energy_loss_only():
+    torch.manual_seed(0)
+    model = DDGM(DDGM.Config(**SMALL, energy_l2=0.1, sigma=2.0), SPEC_2D)
+    x = torch.randn(32, 2)
+    torch.manual_seed(1)
+    terms = model.loss("energy", Batch(x=x))
+    torch.manual_seed(1)
+    samples = model.generate(32)
+    both = torch.cat([x, samples])
+    learned = model.energy(both) - both.pow(2).sum(1) / 4.0
+    torch.testing.assert_close(terms["energy_penalty"], learned.pow(2).mean())
+    torch.testing.assert_close(terms["loss"], terms["energy_data"] - terms["energy_samples"] + 0.1 * terms["energy_penalty"])
+    terms["loss"].backward()
+    assert all(p.grad is None for p in model.generator.parameters())
+    assert set(model.loss("generator", Batch(x=x))) == {"loss", "energy_samples", "entropy"}
+
+
 def test_trainer_steps_of_each_phase_change_only_its_own_parameters(tmp_path):
     cfg = compose_cfg("model=ddgm", "data=gmm2d", "data.n_train=500", "data.n_test=100", "model.z_dim=3",
                       "model.generator_hidden=[16]", "model.energy_hidden=[16]", "model.features=8",
@@ -148,6 +165,7 @@ def test_short_gmm_run_covers_modes_and_logs_figures(tmp_path):
     ("model.network=resnet", r"model.network: 'resnet' is not allowed; choose one of mlp, conv"),
     ("model.generator_hidden=[]", r"model.generator_hidden: must be a non-empty list"),
     ("model.entropy_weight=-1", r"model.entropy_weight: must be >= 0"),
+    ("model.energy_l2=-1", r"model.energy_l2: must be >= 0"),
     ("model.mode_min_samples=0", r"model.mode_min_samples: must be a positive integer"),
     ("+model.sigmaa=1", r"model: unknown key 'sigmaa'"),
 ])

@@ -99,6 +99,9 @@ class DDGM(GenerativeModel):
         # Not in the paper: weight of a penalty mean((E(x) - ||x||^2/sigma^2)^2) over data and samples in
         # the energy phase, which bounds the learned part of the energy (0: off, the paper's loss).
         energy_l2: float = 0.0
+        # Squash image samples into [0, 1] with a sigmoid (false: the generator's linear output, left
+        # unbounded; the ||x||^2 / sigma^2 term keeps it near the data, and there is no saturation).
+        sigmoid_images: bool = True
         # Evaluation: generator samples drawn for the mixture/spiral metrics and the figures.
         eval_samples: int = 2500
         # A mixture mode counts as covered when at least this many samples lie within 3 std of it.
@@ -169,7 +172,7 @@ class DDGM(GenerativeModel):
     def generate(self, n: int) -> Tensor:
         """G(z) for n draws of z ~ N(0, I), shaped like the data; images squashed into [0, 1]."""
         out = self.generator(torch.randn(n, self.cfg.z_dim, device=self.energy.b.device))
-        if self.spec.is_image:
+        if self.spec.is_image and self.cfg.sigmoid_images:
             out = torch.sigmoid(out)
         return out.view(n, *self.spec.shape)
 
