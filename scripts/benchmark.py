@@ -1,0 +1,432 @@
+"""Training speed of every model: samples/s, FLOPs per step, achieved FLOP/s and its share of the
+device's measured matrix-multiply rate; for M2 and ADGM also a straightforward reference step.
+
+    python scripts/benchmark.py                         # all models, paper-sized networks and batches
+    python scripts/benchmark.py --models adgm --windows 9 --json bench.json
+    python scripts/benchmark.py --tiny --json out.json  # seconds: what CI runs
+
+Each model is built from the real configs (Hydra's compose API, `experiment=adgm_mnist`, ...),
+validated as `dgm-run` validates them, trained on synthetic uint8 digits of MNIST's shape
+(the speed does not depend on pixel values; no data set is needed) and timed through the
+real `Trainer.train_step`, batch fetch and binarization included, as training runs it.
+
+- samples/s: samples per step (batch_size, + labelled_batch_size for semi-supervised models)
+  over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
+- FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
+  phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
+- matmul rate: the median of repeated large square fp32 matmuls on the same device, in the
+  same run; "share" is achieved FLOP/s over that rate.
+
+The reference path (M2, ADGM, SDGM): the textbook exact sum over y. Each unlabelled x is tiled
+once per label and every network that sees y takes [inputs, onehot(y)] through one
+concatenated first layer, so q(a|x) and every first layer are recomputed for each of the K
+labels (the classifier q(y|a,x) does not see y and runs once per x). Its parameters are copies
+of the real model's (the concatenated first layers hold the same numbers), and it draws its
+noise in the same order, so with the same seed it gives the same loss: the script records the
+largest difference over every loss term. The reference trains its own copy with its own Adam.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+from dgm_run.config import target_class, validate  # noqa: E402
+from dgm_run.data.base import Batch, DeviceData, Splits  # noqa: E402
+from dgm_run.device import configure_precision  # noqa: E402
+from dgm_run.models.adgm import ADGM  # noqa: E402
+from dgm_run.models.m2 import M2  # noqa: E402
+from dgm_run.models.nn import normal_log_prob, standard_normal_log_prob  # noqa: E402
+from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
+from dgm_run.trainer import Trainer, build_optimizer  # noqa: E402
+
+MODELS = ("vae", "m2", "adgm", "sdgm", "avb", "ddgm")
+# Paper-sized networks and batches: the experiment files (model=vae: M1's 784-500-500-50 on MNIST).
+PAPER = {
+    "vae": ["experiment=vae_mnist"],
+    "m2": ["experiment=m2_mnist"],
+    "adgm": ["experiment=adgm_mnist"],
+    "sdgm": ["experiment=sdgm_mnist"],
+    "avb": ["experiment=avb_mnist"],
+    "ddgm": ["experiment=ddgm_mnist"],
+}
+# --tiny: small networks and batches, so that CI runs everything in seconds.
+TINY_BATCH = ["trainer.batch_size=20", "trainer.labelled_batch_size=20"]
+TINY = {
+    "vae": ["model.hidden=[32,32]", "model.z_dim=8"],
+    "m2": ["model.hidden=[32]", "model.z_dim=8"],
+    "adgm": ["model.hidden=[32,32]", "model.z_dim=8", "model.a_dim=8"],
+    "sdgm": ["model.hidden=[32,32]", "model.z_dim=8", "model.a_dim=8"],
+    "avb": ["model.hidden=[32,32]", "model.z_dim=4", "model.noise_dim=4", "model.discriminator_hidden=[32,32]",
+            "model.discriminator_features=16", "model.ac_samples=4"],
+    "ddgm": ["model.generator_hidden=[32,32]", "model.energy_hidden=[32,32]", "model.z_dim=8",
+             "model.features=16", "model.experts=16"],
+}
+COMMON = ["logger=none", "trainer.progress_bar=false", "trainer.compile=false"]
+
+
+# ----------------------------------------------------------------------------- setup
+def compose(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("dgm_run.configs", version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
+    """uint8 images of MNIST's shape (N, 1, 28, 28) and balanced labels: stand-ins for the speed."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n_train + n_test, 1, 28, 28), generator=g, dtype=torch.uint8)
+    y = torch.arange(n_train + n_test) % 10
+    return Splits(x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_classes=10)
+
+
+def build(name: str, tiny: bool, device: torch.device, run_dir: Path) -> Trainer:
+    """The trainer `dgm-run` builds for this model's paper config, on synthetic digits."""
+    overrides = PAPER[name] + COMMON + (TINY[name] + TINY_BATCH if tiny else [])
+    cfg = compose(overrides)
+    rc = validate(cfg)
+    torch.manual_seed(rc.seed)
+    splits = synthetic_digits(1000 if tiny else 60_000, 200 if tiny else 10_000)
+    data = DeviceData(splits, rc.data, rc.trainer.batch_size, rc.trainer.labelled_batch_size, device)
+    model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
+    autocast = configure_precision(rc.trainer.precision, device)
+    trainer = Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), autocast)
+    trainer.overrides = overrides  # for the report
+    return trainer
+
+
+# --------------------------------------------------------------- the reference path
+def joined(first: nn.Linear, *rest: nn.Linear, bias: Optional[Tensor] = None) -> nn.Linear:
+    """One Linear on the concatenated inputs of several layers: the same numbers, one matmul."""
+    layers = (first, *rest)
+    out = nn.Linear(sum(layer.in_features for layer in layers), first.out_features,
+                    device=first.weight.device, dtype=first.weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(torch.cat([layer.weight for layer in layers], 1))
+        out.bias.copy_(bias if bias is not None else first.bias)
+    return out
+
+
+class StraightforwardSemiSupervised(nn.Module):
+    """The textbook exact sum over y for M2, ADGM and SDGM: x tiled over the K labels, one-hot y
+    concatenated to every first layer that sees it; q(a|x) recomputed on every tiled row.
+
+    Built from a real model, its parameters hold the same numbers, and it draws its standard
+    normal noise in the model's order, so that the same seed gives the same loss.
+    """
+
+    def __init__(self, model: M2 | ADGM) -> None:
+        super().__init__()
+        self.model_ref = [model]  # log_px, alpha, cfg: no parameters; kept out of this module's
+        self.k = model.n_classes
+        self.auxiliary = isinstance(model, ADGM)
+        self.skip = self.auxiliary and model.skip
+        self.q_y = copy.deepcopy(model.q_y)
+        self.q_z_first = joined(model.q_z_in.u, model.q_z_in.y)  # [(a,) x, y]
+        self.q_z = copy.deepcopy(model.q_z)
+        self.p_x_first = joined(model.p_x_in.u, model.p_x_in.y)  # [(a,) z, y]
+        self.p_x = copy.deepcopy(model.p_x)
+        if self.auxiliary:
+            self.q_a = copy.deepcopy(model.q_a)
+            self.p_a_first = (joined(model.p_a_in.u, model.p_a_in.y) if self.skip  # [z, y]
+                              else joined(model.p_a_x, model.p_a_in.u, model.p_a_in.y, bias=model.p_a_in.u.bias))
+            self.p_a = copy.deepcopy(model.p_a)
+
+    @property
+    def model(self):
+        return self.model_ref[0]
+
+    @staticmethod
+    def gaussian(params: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mu, logvar = params.chunk(2, dim=-1)
+        return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
+
+    def sample_a(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """a ~ q(a|x) on every row of x (n examples tiled len(x) // n times): one draw per example."""
+        eps = torch.randn(n, self.model.cfg.a_dim, device=x.device, dtype=x.dtype)
+        a, mu, logvar = self.gaussian(self.q_a(x), eps.repeat_interleave(len(x) // n, 0))
+        return a, normal_log_prob(a, mu, logvar)
+
+    def log_weight(self, x: Tensor, onehot: Tensor, a: Optional[Tensor], log_q_a: Optional[Tensor]) -> Tensor:
+        """log p(x, y, latents) - log q(latents|x, y) per row, every input concatenated with onehot(y)."""
+        m = self.model
+        q_z_in = [a, x, onehot] if self.auxiliary else [x, onehot]
+        params = self.q_z(self.q_z_first(torch.cat(q_z_in, -1)))
+        eps = torch.randn(len(x), m.cfg.z_dim, device=x.device, dtype=x.dtype)
+        z, mu_z, logvar_z = self.gaussian(params, eps)
+        out = self.p_x(self.p_x_first(torch.cat([a, z, onehot] if self.skip else [z, onehot], -1)))
+        log_w = m.log_px(out, x) + standard_normal_log_prob(z) + m.log_prior_y - normal_log_prob(z, mu_z, logvar_z)
+        if self.auxiliary:
+            mu_a, logvar_a = self.p_a(self.p_a_first(torch.cat([z, onehot] if self.skip else [x, z, onehot], -1))
+                                      ).chunk(2, dim=-1)
+            log_w = log_w + normal_log_prob(a, mu_a, logvar_a) - log_q_a
+        return log_w
+
+    def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
+        m, k = self.model, self.k
+        repeat = m.cfg.samples
+        x_l = batch.x_labelled.flatten(1).repeat(repeat, 1)
+        y_l = batch.y_labelled.repeat(repeat)
+        x_u = batch.x.flatten(1).repeat(repeat, 1)
+
+        a_l = log_q_a_l = None
+        if self.auxiliary:
+            a_l, log_q_a_l = self.sample_a(x_l, len(x_l))
+        labelled = -self.log_weight(x_l, F.one_hot(y_l, k).to(x_l.dtype), a_l, log_q_a_l)
+        cls = F.cross_entropy(self.q_y(torch.cat([a_l, x_l], -1) if self.auxiliary else x_l), y_l)
+
+        b = len(x_u)
+        tiled = x_u.repeat_interleave(k, 0)  # (B*K, D): row b*K + y is example b with label y
+        onehot = torch.eye(k, device=x_u.device, dtype=x_u.dtype).repeat(b, 1)
+        a = log_q_a = None
+        if self.auxiliary:
+            a, log_q_a = self.sample_a(tiled, b)  # q(a|x) once per tiled row: K times per example
+            logits = self.q_y(torch.cat([a.view(b, k, -1)[:, 0], x_u], -1))
+        else:
+            logits = self.q_y(x_u)
+        log_q = F.log_softmax(logits, dim=-1)
+        q = log_q.exp()
+        log_w = self.log_weight(tiled, onehot, a, log_q_a).view(b, k)
+        expected = (q * log_w).sum(-1)
+        entropy = -(q * log_q).sum(-1)
+        unlabelled = -(expected + entropy)
+        loss = labelled.mean() + unlabelled.mean() + m.alpha * cls
+        return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
+                "entropy": entropy.mean()}
+
+
+def reference_step(ref: StraightforwardSemiSupervised, optimizer: torch.optim.Optimizer,
+                   autocast: Any) -> Callable[[Batch], None]:
+    def step(batch: Batch) -> None:
+        ref.zero_grad(set_to_none=True)
+        with autocast:
+            terms = ref.loss("elbo", batch)
+        terms["loss"].backward()
+        optimizer.step()
+    return step
+
+
+def same_loss(trainer: Trainer, ref: StraightforwardSemiSupervised, batch: Batch) -> dict[str, float]:
+    """Both losses at the same parameters from the same seed: the largest differences over the terms."""
+    values = []
+    for fn in (trainer.model.loss, ref.loss):
+        with torch.random.fork_rng(devices=[batch.x.device] if batch.x.device.type == "cuda" else []), \
+                torch.no_grad(), trainer.autocast:
+            torch.manual_seed(1234)
+            values.append({name: t.double() for name, t in fn("elbo", batch).items()})
+    real, straight = values
+    abs_diff = max(float((real[n] - straight[n]).abs()) for n in real)
+    rel_diff = max(float((real[n] - straight[n]).abs() / real[n].abs().clamp_min(1e-12)) for n in real)
+    return {"loss": float(real["loss"]), "reference_loss": float(straight["loss"]),
+            "max_abs_diff": abs_diff, "max_rel_diff": rel_diff}
+
+
+# ---------------------------------------------------------------------- measuring
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_flops(step: Callable[[Batch], None], batch: Batch) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    return int(counter.get_total_flops())
+
+
+def time_steps(step: Callable[[Batch], None], data: DeviceData, device: torch.device, warmup: int,
+               windows: int, steps_per_window: int) -> list[float]:
+    """Seconds per step of each timed window, after `warmup` steps; batches fetched as training does."""
+    plan, i = data.plan_epoch(), 0
+
+    def next_batch() -> Batch:
+        nonlocal i
+        i = (i + 1) % data.steps_per_epoch
+        return data.batch(plan, i)
+
+    for _ in range(warmup):
+        step(next_batch())
+    sync(device)
+    seconds = []
+    for _ in range(windows):
+        started = time.perf_counter()
+        for _ in range(steps_per_window):
+            step(next_batch())
+        sync(device)
+        seconds.append((time.perf_counter() - started) / steps_per_window)
+    return seconds
+
+
+def matmul_rate(device: torch.device, n: int, repeats: int) -> dict[str, float]:
+    """FLOP/s of an n x n fp32 matmul on the device (median of repeats), at the run's matmul precision."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    inner = max(1, int(2e9 // (2 * n ** 3)) if device.type == "cpu" else int(2e11 // (2 * n ** 3)))
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        sync(device)
+        times.append((time.perf_counter() - started) / inner)
+    median = statistics.median(times)
+    return {"n": n, "repeats": repeats, "seconds": median, "flop_per_s": 2 * n ** 3 / median,
+            "max_flop_per_s": 2 * n ** 3 / min(times)}
+
+
+def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict[str, Any]:
+    median = statistics.median(seconds)
+    return {"flops_per_step": flops, "seconds_per_step": median, "steps_per_s": 1 / median,
+            "samples_per_s": samples / median, "flop_per_s": flops / median, "share_of_matmul": flops / median / peak,
+            "window_seconds_per_step": seconds}
+
+
+def bench_model(name: str, args: argparse.Namespace, device: torch.device, peak: float,
+                run_dir: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    trainer = build(name, args.tiny, device, run_dir)
+    data = trainer.data
+    samples = data.batch_size + (data.labelled_batch_size if data.labelled is not None else 0)
+    batch = data.batch(data.plan_epoch(), 0)
+    model = trainer.model
+    ref = None
+    if isinstance(model, (M2, ADGM)) and model.cfg.marginalize == "exact":
+        ref = StraightforwardSemiSupervised(model)
+        check = same_loss(trainer, ref, batch)  # before any step: the parameters are still equal
+    flops = count_flops(trainer.train_step, batch)
+    seconds = time_steps(trainer.train_step, data, device, args.warmup, args.windows, args.steps_per_window)
+    result = {"model": name, "class": type(model).__name__, "overrides": trainer.overrides,
+              "parameters": sum(p.numel() for p in model.parameters()), "batch_size": data.batch_size,
+              "labelled_batch_size": data.labelled_batch_size if data.labelled is not None else 0,
+              "samples_per_step": samples, "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
+              **figures(flops, seconds, samples, peak)}
+    if ref is not None:
+        optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
+        step = reference_step(ref, optimizer, trainer.autocast)
+        ref_flops = count_flops(step, batch)
+        ref_seconds = time_steps(step, data, device, args.warmup, args.windows, args.steps_per_window)
+        reference = figures(ref_flops, ref_seconds, samples, peak)
+        reference.update(check)
+        reference["description"] = ("x tiled over the labels; q(a|x) and every first layer that sees y on "
+                                    "[inputs, onehot(y)] for each label; q(y|.) once per x")
+        result["reference"] = reference
+        result["flop_ratio"] = flops / ref_flops  # real step's FLOPs over the reference's
+        result["speed_ratio"] = result["samples_per_s"] / reference["samples_per_s"]  # real over reference
+    result["bench_seconds"] = time.perf_counter() - started
+    return result
+
+
+# ------------------------------------------------------------------------- report
+def si(value: float, unit: str = "") -> str:
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    mm = report["matmul"]
+    lines = [f"Device: {report['device_name']} ({report['device']}, {report['threads']} threads); "
+             f"torch {report['torch']}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
+             f"({mm['n']}x{mm['n']} fp32, median of {mm['repeats']}); "
+             f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
+             "",
+             "| model | samples/step | samples/s | FLOPs/step | FLOP/s | share of matmul |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+
+    def row(label: str, r: dict[str, Any], samples: int) -> str:
+        return (f"| {label} | {samples} | {r['samples_per_s']:.1f} | {si(r['flops_per_step'])} | "
+                f"{si(r['flop_per_s'])} | {100 * r['share_of_matmul']:.1f} % |")
+
+    for r in report["models"].values():
+        lines.append(row(r["model"], r, r["samples_per_step"]))
+        if "reference" in r:
+            lines.append(row(f"{r['model']} (reference)", r["reference"], r["samples_per_step"]))
+    refs = [r for r in report["models"].values() if "reference" in r]
+    if refs:
+        lines += ["", "| model | FLOPs real / reference | speed real / reference | loss |max diff| (rel) |",
+                  "| --- | ---: | ---: | ---: |"]
+        for r in refs:
+            ref = r["reference"]
+            lines.append(f"| {r['model']} | {r['flop_ratio']:.3f} | {r['speed_ratio']:.2f}x | "
+                         f"{ref['max_abs_diff']:.2e} ({ref['max_rel_diff']:.1e}) |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--windows", type=int, default=None, help="timed windows (default 7; tiny 2)")
+    parser.add_argument("--steps-per-window", type=int, default=None, help="steps per window (default 4; tiny 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; tiny 1)")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="n of the n x n matmul (default 2048 on CPU, 8192 on CUDA; tiny 256)")
+    parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    for key, full, tiny in (("windows", 7, 2), ("steps_per_window", 4, 2), ("warmup", 3, 1)):
+        if getattr(args, key) is None:
+            setattr(args, key, tiny if args.tiny else full)
+    if min(args.windows, args.steps_per_window) < 1 or args.warmup < 0:
+        parser.error("--windows and --steps-per-window must be >= 1, --warmup >= 0")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to PyTorch")
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    started = time.perf_counter()
+    # The models run at their configured precision (fp32 on CPU, TF32 on CUDA by trainer.precision=auto);
+    # the matmul reference is taken at that same setting.
+    configure_precision("auto", device)
+    n = args.matmul_size or (256 if args.tiny else 8192 if device.type == "cuda" else 2048)
+    peak = matmul_rate(device, n, 3 if args.tiny else 7)
+    report: dict[str, Any] = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
+        platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "tiny": args.tiny, "windows": args.windows, "steps_per_window": args.steps_per_window,
+        "warmup": args.warmup, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "matmul": peak, "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            report["models"][name] = bench_model(name, args, device, peak["flop_per_s"], Path(tmp) / name)
+            r = report["models"][name]
+            print(f"{name}: {r['samples_per_s']:.1f} samples/s, {si(r['flops_per_step'], 'FLOP')}/step, "
+                  f"{100 * r['share_of_matmul']:.1f} % of matmul ({r['bench_seconds']:.1f} s)", file=sys.stderr)
+    report["total_seconds"] = time.perf_counter() - started
+    print(markdown(report))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""scripts/benchmark.py in its tiny CI setting: every model timed and counted, the reference path agreeing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+MODELS = ("vae", "m2", "adgm", "sdgm", "avb", "ddgm")
+
+
+def test_tiny_benchmark_reports_every_model(tmp_path):
+    out = tmp_path / "out.json"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--tiny", "--device", "cpu",
+                           "--json", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+
+    assert report["tiny"] and report["device"] == "cpu"
+    assert report["matmul"]["flop_per_s"] > 0
+    assert set(report["models"]) == set(MODELS)
+    for name, r in report["models"].items():
+        assert r["samples_per_s"] > 0 and r["flops_per_step"] > 0, name
+        assert r["flop_per_s"] > 0 and r["share_of_matmul"] > 0, name
+        assert len(r["window_seconds_per_step"]) == report["windows"], name
+        assert f"| {name} |" in done.stdout  # the Markdown table has a row per model
+    semi = {r["samples_per_step"] for n, r in report["models"].items() if n in ("m2", "adgm", "sdgm")}
+    assert semi == {40}  # 20 labelled + 20 unlabelled in the tiny setting
+
+    for name in ("m2", "adgm", "sdgm"):
+        r = report["models"][name]
+        ref = r["reference"]
+        # The straightforward step recomputes per label what the real step computes once per x...
+        assert ref["flops_per_step"] > r["flops_per_step"], name
+        assert 0 < r["flop_ratio"] < 1 and r["speed_ratio"] > 0, name
+        # ...and, from the same parameters and the same noise, gives the same loss.
+        assert ref["max_rel_diff"] < 1e-5 and ref["max_abs_diff"] < 1e-2, (name, ref)
+    assert report["models"]["adgm"]["flop_ratio"] < 0.6
