@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm_run.config import check, check_choice, check_positive
+from dgm_run.config import check, check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.figures import scatter
 from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
@@ -119,10 +119,9 @@ class AVB(GenerativeModel):
             check_positive(self, "z_dim", "noise_dim", "discriminator_features", "iw_samples")
             check(self.ac_samples >= 2, "ac_samples",
                   f"must be >= 2: q(z|x)'s variance is estimated from them (got {self.ac_samples})")
-            check(len(self.hidden) > 0 and min(self.hidden) >= 1, "hidden",
-                  f"must be one or more positive layer sizes (got {self.hidden})")
-            check(all(h >= 1 for h in self.discriminator_hidden), "discriminator_hidden",
-                  f"layer sizes must be positive (got {self.discriminator_hidden})")
+            check(len(self.hidden) > 0, "hidden", "must be one or more positive layer sizes (got [])")
+            check_sizes(self, "hidden")
+            check_sizes(self, "discriminator_hidden")
             check_choice(self, "encoder", ("implicit", "gaussian"))
             check_choice(self, "discriminator", ("inner_product", "mlp"))
             check_choice(self, "activation", tuple(ACTIVATIONS))
