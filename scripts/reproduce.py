@@ -51,7 +51,7 @@ def main() -> None:
                                      usage="%(prog)s MODEL [MODEL ...] [--seeds S ...] [-- OVERRIDES ...]")
     parser.add_argument("models", nargs="+", choices=sorted(PAPER))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--sweep-dir", type=Path, default=Path("multirun/reproduce"))
+    parser.add_argument("--sweep-dir", type=Path, default=Path("outputs/reproduce"))
     parser.add_argument("--collect-only", action="store_true", help="only summarise existing runs")
     argv = sys.argv[1:]
     # Everything after `--` is passed to every dgm-run job as overrides.
