@@ -15,7 +15,7 @@ from dgm_run.models.avb import AVB
 from dgm_run.models.nn import normal_log_prob, standard_normal_log_prob
 from dgm_run.train import run
 from tests.conftest import compose_cfg
-from tests.test_trainer import build_trainer
+from tests.test_trainer import build_trainer, optimizer_steps_per_phase
 
 TOY = DataSpec(shape=(4,), n_classes=4, is_image=False, n_train=100)
 # A few seconds of the toy on a CPU.
@@ -62,15 +62,9 @@ def test_phases_step_as_scheduled_and_only_their_own_parameters(tmp_path, adapti
                       "model.ac_samples=4")
     trainer = build_trainer(cfg, tmp_path)
     model = trainer.model
-    steps = {p: 0 for p in trainer.optimizers}
-    for phase, optimizer in trainer.optimizers.items():
-        optimizer.register_step_post_hook(lambda *_, phase=phase: steps.__setitem__(phase, steps[phase] + 1))
-    plan = trainer.data.plan_epoch()
-    for i in range(3):
-        trainer.train_step(trainer.data.batch(plan, i))
-    assert steps == {"adversary": 6, "primal": 3}
+    assert optimizer_steps_per_phase(trainer, 3) == {"adversary": 6, "primal": 3}
 
-    batch = trainer.data.batch(plan, 3)
+    batch = trainer.data.batch(trainer.data.plan_epoch(), 0)
     adversary = {id(p) for p in model.phase_parameters("adversary")}
     primal = {id(p) for p in model.phase_parameters("primal")}
     assert adversary and primal and not adversary & primal

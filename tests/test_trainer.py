@@ -36,15 +36,20 @@ def build_trainer(cfg, run_dir):
     return Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), configure_precision("fp32", data.x_train.device))
 
 
-def test_schedule_runs_each_phase_its_steps_per_batch(tmp_path):
-    trainer = build_trainer(two_player_cfg(), tmp_path)
+def optimizer_steps_per_phase(trainer, batches: int) -> dict[str, int]:
+    """Train `batches` batches; count each phase's optimizer steps with step hooks."""
     steps = {p: 0 for p in trainer.optimizers}
     for phase, optimizer in trainer.optimizers.items():
         optimizer.register_step_post_hook(lambda *_, phase=phase: steps.__setitem__(phase, steps[phase] + 1))
     plan = trainer.data.plan_epoch()
-    for i in range(3):
+    for i in range(batches):
         trainer.train_step(trainer.data.batch(plan, i))
-    assert steps == {"adversary": 6, "primal": 3}
+    return steps
+
+
+def test_schedule_runs_each_phase_its_steps_per_batch(tmp_path):
+    trainer = build_trainer(two_player_cfg(), tmp_path)
+    assert optimizer_steps_per_phase(trainer, 3) == {"adversary": 6, "primal": 3}
     assert trainer.model.calls == ["adversary", "adversary", "primal"] * 3
 
 
