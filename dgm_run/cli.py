@@ -119,7 +119,7 @@ def main() -> None:
         fail(describe(err))
     except UserError as err:  # a sweep ran all its jobs, and some failed
         failed = failed_jobs or [str(err)]
-        fail(f"{len(failed)} job(s) of the sweep failed, the others finished: {'; '.join(failed)}")
+        fail(f"{len(failed)} job(s) of the sweep failed; every job ran: {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
     done = sweep(tmp_path / "sweep", "model.hidden=[16],[-3],[8]")
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("dgm-run: error: 1 job(s) of the sweep failed, the others finished: job 1 (")
+    assert last.startswith("dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1 (")
     assert "model.hidden: layer sizes must be positive integers (got [-3])" in last
     assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "2"]
     table = results_table(str(tmp_path / "sweep")).stdout
