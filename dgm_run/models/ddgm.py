@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm_run import figures
-from dgm_run.config import check, check_choice, check_positive
+from dgm_run.config import check, check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
@@ -112,9 +112,8 @@ class DDGM(GenerativeModel):
             check_choice(self, "network", ("mlp", "conv"))
             check_positive(self, "z_dim", "channels", "features", "experts", "eval_samples", "mode_min_samples")
             for key in ("generator_hidden", "energy_hidden"):
-                sizes = getattr(self, key)
-                check(len(sizes) > 0 and all(s >= 1 for s in sizes), key,
-                      f"must be a non-empty list of positive layer sizes (got {sizes})")
+                check(len(getattr(self, key)) > 0, key, "must be a non-empty list of positive layer sizes (got [])")
+                check_sizes(self, key)
             check_choice(self, "generator_activation", tuple(ACTIVATIONS))
             check_choice(self, "energy_activation", tuple(ACTIVATIONS))
             check(self.sigma > 0, "sigma", f"must be > 0 (got {self.sigma})")
