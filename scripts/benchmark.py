@@ -18,9 +18,10 @@ real `Trainer.train_step`, batch fetch and binarization included, as training ru
   same run; "share" is achieved FLOP/s over that rate.
 
 The reference path (M2, ADGM, SDGM): the textbook exact sum over y. Each unlabelled x is tiled
-once per label and every network that sees y takes [inputs, onehot(y)] through one
-concatenated first layer, so q(a|x) and every first layer are recomputed for each of the K
-labels (the classifier q(y|a,x) does not see y and runs once per x). Its parameters are copies
+once per label, the labelled x keep their labels, and all rows go through the networks at once;
+every network that sees y takes [inputs, onehot(y)] through one concatenated first layer, so
+q(a|x) and every first layer are recomputed for each of the K labels (the classifier q(y|a,x)
+does not see y and runs once per x). Its parameters are copies
 of the real model's (the concatenated first layers hold the same numbers), and it draws its
 noise in the same order, so with the same seed it gives the same loss: the script records the
 largest difference over every loss term. The reference trains its own copy with its own Adam.
@@ -54,7 +55,7 @@ from dgm_run.data.base import Batch, DeviceData, Splits  # noqa: E402
 from dgm_run.device import configure_precision  # noqa: E402
 from dgm_run.models.adgm import ADGM  # noqa: E402
 from dgm_run.models.m2 import M2  # noqa: E402
-from dgm_run.models.nn import normal_log_prob, standard_normal_log_prob  # noqa: E402
+from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob  # noqa: E402
 from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
 from dgm_run.trainer import Trainer, build_optimizer  # noqa: E402
 
@@ -118,20 +119,24 @@ def build(name: str, tiny: bool, device: torch.device, run_dir: Path) -> Trainer
 
 
 # --------------------------------------------------------------- the reference path
-def joined(first: nn.Linear, *rest: nn.Linear, bias: Optional[Tensor] = None) -> nn.Linear:
-    """One Linear on the concatenated inputs of several layers: the same numbers, one matmul."""
-    layers = (first, *rest)
-    out = nn.Linear(sum(layer.in_features for layer in layers), first.out_features,
+def joined(*layers: Optional[nn.Module]) -> nn.Linear:
+    """One Linear on the concatenated inputs of several layers (Linear or PartsLinear; None: absent):
+    the same numbers, one matmul."""
+    parts = [part for layer in layers if layer is not None
+             for part in (layer.parts if isinstance(layer, PartsLinear) else [layer])]
+    first = parts[0]
+    out = nn.Linear(sum(layer.in_features for layer in parts), first.out_features,
                     device=first.weight.device, dtype=first.weight.dtype)
     with torch.no_grad():
-        out.weight.copy_(torch.cat([layer.weight for layer in layers], 1))
-        out.bias.copy_(bias if bias is not None else first.bias)
+        out.weight.copy_(torch.cat([layer.weight for layer in parts], 1))
+        out.bias.copy_(next(layer.bias for layer in parts if layer.bias is not None))
     return out
 
 
 class StraightforwardSemiSupervised(nn.Module):
-    """The textbook exact sum over y for M2, ADGM and SDGM: x tiled over the K labels, one-hot y
-    concatenated to every first layer that sees it; q(a|x) recomputed on every tiled row.
+    """The textbook exact sum over y for M2, ADGM and SDGM: every unlabelled x tiled over the K
+    labels, the labelled x with their own labels, all rows through the networks at once, one-hot
+    y concatenated to every first layer that sees it; q(a|x) computed on every row.
 
     Built from a real model, its parameters hold the same numbers, and it draws its standard
     normal noise in the model's order, so that the same seed gives the same loss.
@@ -143,15 +148,16 @@ class StraightforwardSemiSupervised(nn.Module):
         self.k = model.n_classes
         self.auxiliary = isinstance(model, ADGM)
         self.skip = self.auxiliary and model.skip
-        self.q_y = copy.deepcopy(model.q_y)
-        self.q_z_first = joined(model.q_z_in.u, model.q_z_in.y)  # [(a,) x, y]
+        # q(y|.): M2's on x; ADGM's on [a, x] through one concatenated first layer.
+        self.q_y = nn.Sequential(joined(model.q_y_in), *copy.deepcopy(model.q_y)) if self.auxiliary \
+            else copy.deepcopy(model.q_y)
+        self.q_z_first = joined(model.q_z_in.example, model.q_z_in.y)  # [(a,) x, y]
         self.q_z = copy.deepcopy(model.q_z)
-        self.p_x_first = joined(model.p_x_in.u, model.p_x_in.y)  # [(a,) z, y]
+        self.p_x_first = joined(model.p_x_in.example, model.p_x_in.row, model.p_x_in.y)  # [(a,) z, y]
         self.p_x = copy.deepcopy(model.p_x)
         if self.auxiliary:
             self.q_a = copy.deepcopy(model.q_a)
-            self.p_a_first = (joined(model.p_a_in.u, model.p_a_in.y) if self.skip  # [z, y]
-                              else joined(model.p_a_x, model.p_a_in.u, model.p_a_in.y, bias=model.p_a_in.u.bias))
+            self.p_a_first = joined(model.p_a_in.example, model.p_a_in.row, model.p_a_in.y)  # [(x,) z, y]
             self.p_a = copy.deepcopy(model.p_a)
 
     @property
@@ -163,17 +169,10 @@ class StraightforwardSemiSupervised(nn.Module):
         mu, logvar = params.chunk(2, dim=-1)
         return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
 
-    def sample_a(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
-        """a ~ q(a|x) on every row of x (n examples tiled len(x) // n times): one draw per example."""
-        eps = torch.randn(n, self.model.cfg.a_dim, device=x.device, dtype=x.dtype)
-        a, mu, logvar = self.gaussian(self.q_a(x), eps.repeat_interleave(len(x) // n, 0))
-        return a, normal_log_prob(a, mu, logvar)
-
     def log_weight(self, x: Tensor, onehot: Tensor, a: Optional[Tensor], log_q_a: Optional[Tensor]) -> Tensor:
         """log p(x, y, latents) - log q(latents|x, y) per row, every input concatenated with onehot(y)."""
         m = self.model
-        q_z_in = [a, x, onehot] if self.auxiliary else [x, onehot]
-        params = self.q_z(self.q_z_first(torch.cat(q_z_in, -1)))
+        params = self.q_z(self.q_z_first(torch.cat([a, x, onehot] if self.auxiliary else [x, onehot], -1)))
         eps = torch.randn(len(x), m.cfg.z_dim, device=x.device, dtype=x.dtype)
         z, mu_z, logvar_z = self.gaussian(params, eps)
         out = self.p_x(self.p_x_first(torch.cat([a, z, onehot] if self.skip else [z, onehot], -1)))
@@ -190,26 +189,27 @@ class StraightforwardSemiSupervised(nn.Module):
         x_l = batch.x_labelled.flatten(1).repeat(repeat, 1)
         y_l = batch.y_labelled.repeat(repeat)
         x_u = batch.x.flatten(1).repeat(repeat, 1)
+        n_l, b = len(x_l), len(x_u)
+        # Rows: the labelled examples with their labels, then each unlabelled example with each label.
+        x = torch.cat([x_l, x_u.repeat_interleave(k, 0)])
+        onehot = torch.cat([F.one_hot(y_l, k), torch.eye(k, device=x.device, dtype=y_l.dtype).repeat(b, 1)]).to(x)
+        first = torch.cat([torch.arange(n_l), n_l + k * torch.arange(b)]).to(x.device)  # each example's first row
 
-        a_l = log_q_a_l = None
-        if self.auxiliary:
-            a_l, log_q_a_l = self.sample_a(x_l, len(x_l))
-        labelled = -self.log_weight(x_l, F.one_hot(y_l, k).to(x_l.dtype), a_l, log_q_a_l)
-        cls = F.cross_entropy(self.q_y(torch.cat([a_l, x_l], -1) if self.auxiliary else x_l), y_l)
-
-        b = len(x_u)
-        tiled = x_u.repeat_interleave(k, 0)  # (B*K, D): row b*K + y is example b with label y
-        onehot = torch.eye(k, device=x_u.device, dtype=x_u.dtype).repeat(b, 1)
         a = log_q_a = None
-        if self.auxiliary:
-            a, log_q_a = self.sample_a(tiled, b)  # q(a|x) once per tiled row: K times per example
-            logits = self.q_y(torch.cat([a.view(b, k, -1)[:, 0], x_u], -1))
+        if self.auxiliary:  # q(a|x) on every row: K times per unlabelled example, one draw per example
+            eps = torch.randn(n_l + b, m.cfg.a_dim, device=x.device, dtype=x.dtype)
+            eps = torch.cat([eps[:n_l], eps[n_l:].repeat_interleave(k, 0)])
+            a, mu_a, logvar_a = self.gaussian(self.q_a(x), eps)
+            log_q_a = normal_log_prob(a, mu_a, logvar_a)
+            logits = self.q_y(torch.cat([a[first], x[first]], -1))
         else:
-            logits = self.q_y(x_u)
-        log_q = F.log_softmax(logits, dim=-1)
+            logits = self.q_y(x[first])
+        cls = F.cross_entropy(logits[:n_l], y_l)
+        log_q = F.log_softmax(logits[n_l:], dim=-1)
         q = log_q.exp()
-        log_w = self.log_weight(tiled, onehot, a, log_q_a).view(b, k)
-        expected = (q * log_w).sum(-1)
+        log_w = self.log_weight(x, onehot, a, log_q_a)
+        labelled = -log_w[:n_l]
+        expected = (q * log_w[n_l:].view(b, k)).sum(-1)
         entropy = -(q * log_q).sum(-1)
         unlabelled = -(expected + entropy)
         loss = labelled.mean() + unlabelled.mean() + m.alpha * cls

@@ -36,22 +36,23 @@ def test_m2_exact_sum_matches_a_loop_over_concatenated_layers(monkeypatch):
     model = M2(M2.Config(z_dim=2, hidden=[8, 6]), SPEC)
     x = torch.bernoulli(torch.full((5, 16), 0.4))
     eps = torch.randn(5, 3, 2)
-    fixed_noise(monkeypatch, m2_module, eps)
-    fast = model.log_weight(x, Labels(), model.prepare(x))
-    assert fast.shape == (5, 3)
+    fixed_noise(monkeypatch, m2_module, eps.flatten(0, 1))  # one row per (example, label), label-minor
+    fast = model.log_weight(x, Labels(3, every=5), model.prepare(x))
+    assert fast.shape == (15,)
 
     # The textbook network: first layers on [x, onehot(y)] and [z, onehot(y)], one label at a time.
-    enc_w = torch.cat([model.q_z_in.u.weight, model.q_z_in.y.weight], 1)
-    dec_w = torch.cat([model.p_x_in.u.weight, model.p_x_in.y.weight], 1)
+    enc, dec = model.q_z_in.example.parts[0], model.p_x_in.row.parts[0]
+    enc_w = torch.cat([enc.weight, model.q_z_in.y.weight], 1)
+    dec_w = torch.cat([dec.weight, model.p_x_in.y.weight], 1)
     columns = []
     for label in range(3):
         onehot = F.one_hot(torch.full((5,), label), 3).float()
-        mu, logvar = model.q_z(F.linear(torch.cat([x, onehot], 1), enc_w, model.q_z_in.u.bias)).chunk(2, -1)
+        mu, logvar = model.q_z(F.linear(torch.cat([x, onehot], 1), enc_w, enc.bias)).chunk(2, -1)
         z = mu + torch.exp(0.5 * logvar) * eps[:, label]
-        logits = model.p_x(F.linear(torch.cat([z, onehot], 1), dec_w, model.p_x_in.u.bias))
+        logits = model.p_x(F.linear(torch.cat([z, onehot], 1), dec_w, dec.bias))
         columns.append(bernoulli_log_prob(logits, x) + standard_normal_log_prob(z) - math.log(3)
                        - normal_log_prob(z, mu, logvar))
-    torch.testing.assert_close(fast, torch.stack(columns, 1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.view(5, 3), torch.stack(columns, 1), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("model_class", [ADGM, SDGM])
@@ -62,13 +63,42 @@ def test_auxiliary_models_exact_sum_matches_a_per_label_loop(monkeypatch, model_
     model = model_class(model_class.Config(a_dim=3, z_dim=2, hidden=[8, 6]), SPEC)
     x = torch.bernoulli(torch.full((5, 16), 0.4))
     eps_a, eps_z = torch.randn(5, 3), torch.randn(5, 3, 2)
-    fixed_noise(monkeypatch, adgm_module, eps_a, eps_z)
-    fast = model.log_weight(x, Labels(), model.prepare(x))
+    fixed_noise(monkeypatch, adgm_module, eps_a, eps_z.flatten(0, 1))
+    fast = model.log_weight(x, Labels(3, every=5), model.prepare(x)).view(5, 3)
     loop = []
     for label in range(3):
         fixed_noise(monkeypatch, adgm_module, eps_a, eps_z[:, label])
-        loop.append(model.log_weight(x, Labels(index=torch.full((5,), label)), model.prepare(x)))
+        loop.append(model.log_weight(x, Labels(3, given=torch.full((5,), label)), model.prepare(x)))
     torch.testing.assert_close(fast, torch.stack(loop, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_class", [M2, ADGM, SDGM])
+@pytest.mark.parametrize("second", ["every", "soft"])
+def test_labelled_and_unlabelled_in_one_pass_match_two_passes(monkeypatch, model_class, second):
+    """Rows of given labels followed by every label (or relaxed labels) in one pass through the
+    networks give what two separate passes give, with the same draws."""
+    torch.manual_seed(0)
+    auxiliary = model_class is not M2
+    model = model_class(model_class.Config(z_dim=2, hidden=[8, 6], **({"a_dim": 3} if auxiliary else {})), SPEC)
+    x_l, x_u = torch.bernoulli(torch.full((4, 16), 0.4)), torch.bernoulli(torch.full((5, 16), 0.6))
+    y_l = torch.tensor([0, 2, 1, 2])
+    soft = F.softmax(torch.randn(5, 3), -1) if second == "soft" else None
+    u_rows = 5 * 3 if second == "every" else 5
+    eps_a = [torch.randn(4, 3), torch.randn(5, 3)] if auxiliary else []
+    eps_z = [torch.randn(4, 2), torch.randn(u_rows, 2)]
+
+    def draws(*noises):  # the monkeypatched reparameterize takes them in the order of the pass
+        fixed_noise(monkeypatch, adgm_module if auxiliary else m2_module, *noises)
+
+    rest = {"every": 5} if second == "every" else {"soft": soft}
+    draws(*([torch.cat(eps_a)] if auxiliary else []), torch.cat(eps_z))
+    x = torch.cat([x_l, x_u])
+    one_pass = model.log_weight(x, Labels(3, given=y_l, **rest), model.prepare(x))
+    draws(*eps_a[:1], eps_z[0])
+    labelled = model.log_weight(x_l, Labels(3, given=y_l), model.prepare(x_l))
+    draws(*eps_a[1:], eps_z[1])
+    unlabelled = model.log_weight(x_u, Labels(3, **rest), model.prepare(x_u))
+    torch.testing.assert_close(one_pass, torch.cat([labelled, unlabelled]), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("model_class", [M2, ADGM, SDGM])

@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from dgm_run.config import check_positive
 from dgm_run.data.base import DataSpec
-from dgm_run.models.nn import (ACTIVATIONS, LabelledInput, mlp, normal_log_prob, reparameterize,
+from dgm_run.models.labels import LabelledInput, Labels
+from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, mlp, normal_log_prob, reparameterize,
                                standard_normal_log_prob)
-from dgm_run.models.semi_supervised import IW_CHUNK_ROWS, Labels, SemiSupervisedConfig, SemiSupervisedModel
+from dgm_run.models.semi_supervised import IW_CHUNK_ROWS, SemiSupervisedConfig, SemiSupervisedModel
 
 
 class ADGM(SemiSupervisedModel):
@@ -46,50 +47,47 @@ class ADGM(SemiSupervisedModel):
         act, hidden, k = ACTIVATIONS[cfg.activation], cfg.hidden, self.n_classes
         a_dim, z_dim, x_dim = cfg.a_dim, cfg.z_dim, self.x_dim
         self.q_a = mlp(x_dim, hidden, 2 * a_dim, cfg.activation)
-        self.q_y = mlp(a_dim + x_dim, hidden, k, cfg.activation)
-        self.q_z_in = LabelledInput(a_dim + x_dim, k, hidden[0])
+        # Networks on [a, x] take a and x through separate weights: no gradient is computed for x.
+        self.q_y_in = PartsLinear([a_dim, x_dim], hidden[0])
+        self.q_y = nn.Sequential(act(), mlp(hidden[0], hidden[1:], k, cfg.activation))
+        self.q_z_in = LabelledInput([a_dim, x_dim], [], k, hidden[0])  # [a, x; y]
         self.q_z = nn.Sequential(act(), mlp(hidden[0], hidden[1:], 2 * z_dim, cfg.activation))
-        self.p_x_in = LabelledInput(z_dim + (a_dim if self.skip else 0), k, hidden[-1])
+        # p(x|y,z), SDGM's p(x|a,y,z): a, drawn once per x, enters through the per-example part.
+        self.p_x_in = LabelledInput([a_dim] if self.skip else [], [z_dim], k, hidden[-1])
         self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
-        self.p_a_in = LabelledInput(z_dim, k, hidden[-1])
-        # ADGM's p(a|x,y,z) sees x: that part of its first layer is computed once per x.
-        self.p_a_x = None if self.skip else nn.Linear(x_dim, hidden[-1], bias=False)
+        # p(a|x,y,z), SDGM's p(a|y,z): ADGM's x enters through the per-example part.
+        self.p_a_in = LabelledInput([] if self.skip else [x_dim], [z_dim], k, hidden[-1])
         self.p_a = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], 2 * a_dim, cfg.activation))
 
-    def _sample_a(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """a ~ q(a|x), log q(a|x) and the classifier input [a, x]."""
+    def _sample_a(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """a ~ q(a|x) and log q(a|x)."""
         mu, logvar = self.q_a(x).chunk(2, dim=-1)
         a = reparameterize(mu, logvar)
-        return a, normal_log_prob(a, mu, logvar), torch.cat([a, x], dim=-1)
+        return a, normal_log_prob(a, mu, logvar)
 
     def prepare(self, x: Tensor) -> dict[str, Any]:
-        a, log_q_a, ax = self._sample_a(x)
-        ctx = {"a": a, "log_q_a": log_q_a, "ax": ax, "h_z": self.q_z_in.u(ax)}
-        if self.p_a_x is not None:
-            ctx["h_a"] = self.p_a_x(x)
-        return ctx
+        a, log_q_a = self._sample_a(x)
+        return {"a": a, "log_q_a": log_q_a}
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
-        return self.q_y(ctx["ax"])
+        return self.q_y(self.q_y_in(ctx["a"], x))
 
-    def _p_a(self, z: Tensor, label_columns: Tensor, h_a: Any = 0.0) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.p_a(self.p_a_in.u(z) + label_columns + h_a).chunk(2, dim=-1)
+    def _p_a(self, labels: Labels, x: Optional[Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
+        mu, logvar = self.p_a(self.p_a_in(labels, example=[] if x is None else [x], row=[z])).chunk(2, dim=-1)
         return mu, logvar
 
-    def _p_x(self, a: Optional[Tensor], z: Tensor, label_columns: Tensor) -> Tensor:
-        inputs = torch.cat([a.expand(*z.shape[:-1], -1), z], dim=-1) if self.skip else z
-        return self.p_x(self.p_x_in.u(inputs) + label_columns)
+    def _p_x(self, labels: Labels, a: Optional[Tensor], z: Tensor) -> Tensor:
+        return self.p_x(self.p_x_in(labels, example=[] if a is None else [a], row=[z]))
 
     def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
-        each = labels.per_example
-        mu_z, logvar_z = self.q_z(each(ctx["h_z"]) + labels.columns(self.q_z_in)).chunk(2, dim=-1)
+        a = ctx["a"]
+        mu_z, logvar_z = self.q_z(self.q_z_in(labels, example=[a, x])).chunk(2, dim=-1)
         z = reparameterize(mu_z, logvar_z)
-        a = each(ctx["a"])
-        out = self._p_x(a, z, labels.columns(self.p_x_in))
-        mu_a, logvar_a = self._p_a(z, labels.columns(self.p_a_in), each(ctx["h_a"]) if "h_a" in ctx else 0.0)
-        return (self.log_px(out, each(x)) + normal_log_prob(a, mu_a, logvar_a)
+        out = self._p_x(labels, a if self.skip else None, z)
+        mu_a, logvar_a = self._p_a(labels, None if self.skip else x, z)
+        return (labels.paired(self.log_px, out, x) + normal_log_prob(labels.rows(a), mu_a, logvar_a)
                 + standard_normal_log_prob(z) + self.log_prior_y
-                - normal_log_prob(z, mu_z, logvar_z) - each(ctx["log_q_a"]))
+                - normal_log_prob(z, mu_z, logvar_z) - labels.rows(ctx["log_q_a"]))
 
     def classify(self, x: Tensor) -> Tensor:
         """q(y|x) as the mean of q(y|a,x) over eval_samples draws of a."""
@@ -98,16 +96,17 @@ class ADGM(SemiSupervisedModel):
         total = 0.0
         for start in range(0, n_samples, per_chunk):
             n = min(per_chunk, n_samples - start)
-            probs = F.softmax(self.q_y(self._sample_a(x.repeat(n, 1))[2]), dim=-1)
+            xr = x.repeat(n, 1)
+            probs = F.softmax(self.class_logits(xr, self.prepare(xr)), dim=-1)
             total = total + probs.view(n, len(x), -1).sum(0)
         return total / n_samples
 
     def encode_z(self, x: Tensor, y: Tensor) -> Tensor:
         a = self.q_a(x).chunk(2, dim=-1)[0]
-        h = self.q_z_in.u(torch.cat([a, x], dim=-1)) + self.q_z_in.label_columns[y]
-        return self.q_z(h).chunk(2, dim=-1)[0]
+        return self.q_z(self.q_z_in(Labels(self.n_classes, given=y), example=[a, x])).chunk(2, dim=-1)[0]
 
     def generate(self, z: Tensor, y: Tensor) -> Tensor:
         # SDGM's pixels see a: take the mean of p(a|y,z). ADGM's p(x|y,z) does not need it.
-        a = self._p_a(z, self.p_a_in.label_columns[y])[0] if self.skip else None
-        return self.mean_x(self._p_x(a, z, self.p_x_in.label_columns[y]))
+        labels = Labels(self.n_classes, given=y)
+        a = self._p_a(labels, None, z)[0] if self.skip else None
+        return self.mean_x(self._p_x(labels, a, z))

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgm_run.data.base import DataSpec
-from dgm_run.models.nn import (ACTIVATIONS, LabelledInput, mlp, normal_log_prob, reparameterize,
-                               standard_normal_log_prob)
-from dgm_run.models.semi_supervised import Labels, SemiSupervisedConfig, SemiSupervisedModel
+from dgm_run.models.labels import LabelledInput, Labels
+from dgm_run.models.nn import ACTIVATIONS, mlp, normal_log_prob, reparameterize, standard_normal_log_prob
+from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel
 
 
 class M2(SemiSupervisedModel):
@@ -28,19 +28,16 @@ class M2(SemiSupervisedModel):
         super().__init__(cfg, spec)
         act, hidden = ACTIVATIONS[cfg.activation], cfg.hidden
         self.q_y = mlp(self.x_dim, hidden, self.n_classes, cfg.activation)
-        self.q_z_in = LabelledInput(self.x_dim, self.n_classes, hidden[0])
+        self.q_z_in = LabelledInput([self.x_dim], [], self.n_classes, hidden[0])  # [x; y]
         self.q_z = nn.Sequential(act(), mlp(hidden[0], hidden[1:], 2 * cfg.z_dim, cfg.activation))
-        self.p_x_in = LabelledInput(cfg.z_dim, self.n_classes, hidden[-1])
+        self.p_x_in = LabelledInput([], [cfg.z_dim], self.n_classes, hidden[-1])  # [z; y]
         self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
 
-    def prepare(self, x: Tensor) -> dict[str, Any]:
-        return {"h_z": self.q_z_in.u(x)}  # x's part of q(z|x,y)'s first layer, once per x
-
     def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
-        mu, logvar = self.q_z(labels.per_example(ctx["h_z"]) + labels.columns(self.q_z_in)).chunk(2, dim=-1)
+        mu, logvar = self.q_z(self.q_z_in(labels, example=[x])).chunk(2, dim=-1)
         z = reparameterize(mu, logvar)
-        out = self.p_x(self.p_x_in.u(z) + labels.columns(self.p_x_in))
-        return (self.log_px(out, labels.per_example(x)) + standard_normal_log_prob(z)
+        out = self.p_x(self.p_x_in(labels, row=[z]))
+        return (labels.paired(self.log_px, out, x) + standard_normal_log_prob(z)
                 + self.log_prior_y - normal_log_prob(z, mu, logvar))
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
@@ -50,7 +47,7 @@ class M2(SemiSupervisedModel):
         return F.softmax(self.q_y(x), dim=-1)
 
     def encode_z(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.q_z(self.q_z_in.u(x) + self.q_z_in.label_columns[y]).chunk(2, dim=-1)[0]
+        return self.q_z(self.q_z_in(Labels(self.n_classes, given=y), example=[x])).chunk(2, dim=-1)[0]
 
     def generate(self, z: Tensor, y: Tensor) -> Tensor:
-        return self.mean_x(self.p_x(self.p_x_in.u(z) + self.p_x_in.label_columns[y]))
+        return self.mean_x(self.p_x(self.p_x_in(Labels(self.n_classes, given=y), row=[z])))

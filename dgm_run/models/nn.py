@@ -47,19 +47,21 @@ def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
 
-class LabelledInput(nn.Module):
-    """First layer of a network on [u, onehot(y)], split as W [u; e_y] + b = (W_u u + b) + W_y[:, y].
+class PartsLinear(nn.Module):
+    """A Linear on the concatenation of several inputs, one weight per input: W_1 u_1 + W_2 u_2 + ... + b.
 
-    Summing a bound over every label y then computes W_u u once per u and only adds a
-    column per label: the same numbers as the concatenated layer, K times less work.
+    The same numbers as the concatenated layer, but its backward computes no gradient for an
+    input that needs none (the data x beside a sampled a), where the concatenated layer's
+    backward computes it for every column.
     """
 
-    def __init__(self, u_dim: int, n_classes: int, out_dim: int) -> None:
+    def __init__(self, in_dims: Sequence[int], out_dim: int, bias: bool = True) -> None:
         super().__init__()
-        self.u = nn.Linear(u_dim, out_dim)
-        self.y = nn.Linear(n_classes, out_dim, bias=False)
+        self.parts = nn.ModuleList(nn.Linear(d, out_dim, bias=bias and i == 0) for i, d in enumerate(in_dims))
 
-    @property
-    def label_columns(self) -> Tensor:
-        """W_y as rows per label, (K, out_dim)."""
-        return self.y.weight.T
+    def forward(self, *inputs: Tensor) -> Tensor:
+        out = self.parts[0](inputs[0])
+        for layer, u in zip(self.parts[1:], inputs[1:]):
+            # addmm adds the product into the running sum in one pass where the input is a matrix.
+            out = torch.addmm(out, u, layer.weight.T) if u.dim() == 2 else out + layer(u)
+        return out

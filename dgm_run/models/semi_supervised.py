@@ -8,9 +8,10 @@ objective on a batch is
     unlabelled:  -sum_y q(y|.) log w(x, y) - H(q(y|.))    (y summed out exactly)
                  or a Gumbel-softmax relaxed sample of y in place of the sum.
 
-A subclass says how its first layers see the label through `Labels`, so the same
-network code serves given labels, every label at once (the exact sum, computing what
-does not depend on y once per x) and relaxed one-hot labels.
+A subclass computes log w on rows, one per (example, label) pair that `Labels` asks for
+(labels.py): given labels, every label (the exact sum, with what does not depend on y
+computed once per x) or relaxed one-hot labels. Labelled and unlabelled examples go
+through the networks in one pass.
 """
 
 from __future__ import annotations
@@ -27,32 +28,11 @@ from dgm_run.config import check, check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig
-from dgm_run.models.nn import ACTIVATIONS, LabelledInput, bernoulli_log_prob, normal_log_prob
+from dgm_run.models.labels import Labels
+from dgm_run.models.nn import ACTIVATIONS, bernoulli_log_prob, normal_log_prob
 
 # Rows (examples x samples) per chunk of the importance-weighted estimate: bounds its memory.
 IW_CHUNK_ROWS = 20_000
-
-
-class Labels:
-    """How the label reaches a LabelledInput layer: given labels, all labels at once, or relaxed one-hot."""
-
-    def __init__(self, index: Optional[Tensor] = None, soft: Optional[Tensor] = None) -> None:
-        self.index, self.soft = index, soft
-
-    @property
-    def every(self) -> bool:
-        return self.index is None and self.soft is None
-
-    def per_example(self, t: Tensor) -> Tensor:
-        """Align a per-example tensor, (B, ...), with the label axis: (B, 1, ...) when every label is taken."""
-        return t.unsqueeze(1) if self.every else t
-
-    def columns(self, layer: LabelledInput) -> Tensor:
-        if self.index is not None:
-            return layer.label_columns[self.index]  # (B, H)
-        if self.soft is not None:
-            return self.soft @ layer.label_columns  # (B, H)
-        return layer.label_columns  # (K, H), broadcast against (B, 1, H)
 
 
 @dataclass
@@ -105,11 +85,11 @@ class SemiSupervisedModel(GenerativeModel):
 
     # --------------------------------------------------- what a model defines
     def prepare(self, x: Tensor) -> dict[str, Any]:
-        """Per-example quantities that do not depend on y (for ADGM: a sample of a ~ q(a|x))."""
-        raise NotImplementedError
+        """Per-example draws that do not depend on y, shared by every label (ADGM: a ~ q(a|x))."""
+        return {}
 
     def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
-        """log p(x, y, latents) - log q(latents|x, y) for one sample: (B,) or (B, K) for every label."""
+        """log p(x, y, latents) - log q(latents|x, y) for one sample, per row of `labels`: (rows,)."""
         raise NotImplementedError
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
@@ -145,19 +125,22 @@ class SemiSupervisedModel(GenerativeModel):
         x_l = batch.x_labelled.flatten(1).repeat(repeat, 1)
         y_l = batch.y_labelled.repeat(repeat)
         x_u = batch.x.flatten(1).repeat(repeat, 1)
+        n_l = len(x_l)
 
-        ctx_l = self.prepare(x_l)
-        labelled = -self.log_weight(x_l, Labels(index=y_l), ctx_l)
-        cls = F.cross_entropy(self.class_logits(x_l, ctx_l), y_l)
-
-        ctx_u = self.prepare(x_u)
-        log_q = F.log_softmax(self.class_logits(x_u, ctx_u), dim=-1)
+        # Labelled examples first, then unlabelled: one pass through each network.
+        x = torch.cat([x_l, x_u])
+        ctx = self.prepare(x)
+        logits = self.class_logits(x, ctx)
+        cls = F.cross_entropy(logits[:n_l], y_l)
+        log_q = F.log_softmax(logits[n_l:], dim=-1)
         q = log_q.exp()
         if self.cfg.marginalize == "exact":
-            expected = (q * self.log_weight(x_u, Labels(), ctx_u)).sum(-1)
+            labels = Labels(self.n_classes, given=y_l, every=len(x_u))
         else:
-            soft = F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature)
-            expected = self.log_weight(x_u, Labels(soft=soft), ctx_u)
+            labels = Labels(self.n_classes, given=y_l, soft=F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature))
+        log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx))
+        labelled = -log_w_l
+        expected = (q * log_w_u).sum(-1) if self.cfg.marginalize == "exact" else log_w_u
         entropy = -(q * log_q).sum(-1)
         unlabelled = -(expected + entropy)
         loss = labelled.mean() + unlabelled.mean() + self.alpha * cls
@@ -179,7 +162,8 @@ class SemiSupervisedModel(GenerativeModel):
         for start in range(0, k, per_chunk):
             n = min(per_chunk, k - start)
             xr = x.repeat(n, 1)
-            log_w.append(self.log_weight(xr, Labels(), self.prepare(xr)).view(n, len(x), self.n_classes))
+            log_w_every = self.log_weight(xr, Labels(self.n_classes, every=len(xr)), self.prepare(xr))
+            log_w.append(log_w_every.view(n, len(x), self.n_classes))
         return torch.logsumexp(torch.cat(log_w).transpose(0, 1).flatten(1), dim=1) - math.log(k)
 
     @torch.no_grad()
