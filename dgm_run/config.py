@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
@@ -218,3 +218,14 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `dgm-run OVERRIDES` would run, composed in-process (for scripts and tests)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module("dgm_run.configs", version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))

@@ -6,17 +6,18 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run import checkpoint
-from dgm_run.config import flatten, target_class, validate
-from dgm_run.data.base import DeviceData
+from dgm_run.config import RunConfig, flatten, target_class, validate
+from dgm_run.data.base import DeviceData, Splits
 from dgm_run.device import configure_precision, resolve_device
 from dgm_run.errors import UserError
+from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 from dgm_run.trainer import Trainer
 
@@ -58,6 +59,20 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def build(cfg: DictConfig, splits: Optional[Splits] = None) -> tuple[RunConfig, GenerativeModel, DeviceData, Any]:
+    """The validated config, the model and the data on their device, and the autocast context of a run.
+    `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits)."""
+    rc = validate(cfg)
+    torch.manual_seed(rc.seed)
+    device = resolve_device(rc.device.type, rc.device.index)
+    autocast = configure_precision(rc.trainer.precision, device)
+    if splits is None:
+        splits = target_class(cfg.data, "data")(rc.data).load()
+    data = DeviceData(splits, rc.data, rc.trainer.batch_size, rc.trainer.labelled_batch_size, device)
+    model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
+    return rc, model, data, autocast
+
+
 def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics."""
     resume = cfg.get("resume")
@@ -71,14 +86,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
                             "(or auto_resume=true) or choose another directory")
         require_same_run(cfg, run_dir)
         resume = run_dir
-    rc = validate(cfg)
-
-    torch.manual_seed(rc.seed)
-    device = resolve_device(rc.device.type, rc.device.index)
-    autocast = configure_precision(rc.trainer.precision, device)
-    splits = target_class(cfg.data, "data")(rc.data).load()
-    data = DeviceData(splits, rc.data, rc.trainer.batch_size, rc.trainer.labelled_batch_size, device)
-    model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
+    rc, model, data, autocast = build(cfg)
+    device = data.x_train.device
     # Read the checkpoint before anything is written, so a corrupt one changes nothing on disk.
     state = checkpoint.load(run_dir / CHECKPOINT) if resume is not None else None
 

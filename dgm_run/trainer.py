@@ -109,6 +109,14 @@ class Trainer:
         self._signal: Optional[int] = None
         self._clock = (time.perf_counter(), 0)
         self._train_seconds = 0.0  # training time of this process, evaluation excluded
+        # Called after each epoch's evaluation and before its checkpoint; returning True ends training
+        # there (a script's stopping rule, e.g. scripts/time_to_accuracy.py). Its time is not training time.
+        self.on_epoch_end: Optional[Callable[["Trainer"], bool]] = None
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall time of the training steps in this process: evaluation and epoch-end work excluded."""
+        return self._train_seconds
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -199,6 +207,8 @@ class Trainer:
                     scheduler.step()
             if self.epoch % self.tcfg.eval_every_epochs == 0 or self.step >= self.total_steps:
                 self.evaluate()
+            if self.on_epoch_end is not None and self.on_epoch_end(self):
+                self.total_steps = self.step
             self.save_checkpoint()
 
     def train_step(self, batch: Batch) -> None:

@@ -50,9 +50,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
-from dgm_run.config import target_class, validate  # noqa: E402
+from dgm_run.config import compose  # noqa: E402
 from dgm_run.data.base import Batch, DeviceData, Splits  # noqa: E402
 from dgm_run.device import configure_precision  # noqa: E402
+from dgm_run.train import build as build_run  # noqa: E402
 from dgm_run.models.adgm import ADGM  # noqa: E402
 from dgm_run.models.m2 import M2  # noqa: E402
 from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob  # noqa: E402
@@ -85,16 +86,6 @@ COMMON = ["logger=none", "trainer.progress_bar=false", "trainer.compile=false"]
 
 
 # ----------------------------------------------------------------------------- setup
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("dgm_run.configs", version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
-
-
 def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
     """uint8 images of MNIST's shape (N, 1, 28, 28) and balanced labels: stand-ins for the speed."""
     g = torch.Generator().manual_seed(seed)
@@ -105,14 +96,9 @@ def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
 
 def build(name: str, tiny: bool, device: torch.device, run_dir: Path) -> Trainer:
     """The trainer `dgm-run` builds for this model's paper config, on synthetic digits."""
-    overrides = PAPER[name] + COMMON + (TINY[name] + TINY_BATCH if tiny else [])
-    cfg = compose(overrides)
-    rc = validate(cfg)
-    torch.manual_seed(rc.seed)
-    splits = synthetic_digits(1000 if tiny else 60_000, 200 if tiny else 10_000)
-    data = DeviceData(splits, rc.data, rc.trainer.batch_size, rc.trainer.labelled_batch_size, device)
-    model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
-    autocast = configure_precision(rc.trainer.precision, device)
+    overrides = PAPER[name] + COMMON + [f"device={device.type}"] + (TINY[name] + TINY_BATCH if tiny else [])
+    rc, model, data, autocast = build_run(compose(overrides), synthetic_digits(1000 if tiny else 60_000,
+                                                                               200 if tiny else 10_000))
     trainer = Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), autocast)
     trainer.overrides = overrides  # for the report
     return trainer

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+
+from dgm_run.config import compose
 
 REPO = Path(__file__).resolve().parents[1]
 # Real MNIST beside the project, or wherever DGM_RUN_MNIST_ROOT points (a folder holding MNIST/raw).
@@ -25,9 +26,7 @@ def config_options(group: str) -> str:
 
 
 def compose_cfg(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_module("dgm_run.configs", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(overrides)
 
 
 @pytest.fixture

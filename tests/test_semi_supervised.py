@@ -194,3 +194,22 @@ def test_m1m2_phases_leave_no_gradient_on_each_other():
         model.loss(phase, batch)["loss"].backward()
         assert all(p.grad is not None for p in model.phase_parameters(phase))
         assert all(p.grad is None for p in model.phase_parameters(other))
+
+
+def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer():
+    """classify computes q(a|x) and x's first-layer part once; it equals the mean over draws of
+    q(y|a,x) computed on [a, x] through one concatenated layer, with the same draws."""
+    torch.manual_seed(0)
+    model = ADGM(ADGM.Config(a_dim=3, z_dim=2, hidden=[8, 6], eval_samples=7), SPEC)
+    x = torch.bernoulli(torch.full((5, 16), 0.4))
+    torch.manual_seed(1)
+    fast = model.classify(x)
+    torch.manual_seed(1)
+    eps = torch.randn(7, 5, 3)
+    mu, logvar = model.q_a(x).chunk(2, -1)
+    a_part, x_part = model.q_y_in.parts
+    weight = torch.cat([a_part.weight, x_part.weight], 1)
+    probs = [F.softmax(model.q_y(F.linear(torch.cat([mu + torch.exp(0.5 * logvar) * e, x], 1), weight, a_part.bias)), -1)
+             for e in eps]
+    torch.testing.assert_close(fast, torch.stack(probs).mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.sum(-1), torch.ones(5))

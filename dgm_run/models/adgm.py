@@ -90,15 +90,16 @@ class ADGM(SemiSupervisedModel):
                 - normal_log_prob(z, mu_z, logvar_z) - labels.rows(ctx["log_q_a"]))
 
     def classify(self, x: Tensor) -> Tensor:
-        """q(y|x) as the mean of q(y|a,x) over eval_samples draws of a."""
+        """q(y|x) as the mean of q(y|a,x) over eval_samples draws of a. q(a|x) and x's part of the
+        classifier's first layer are computed once per x, not once per draw."""
         n_samples = self.cfg.eval_samples
         per_chunk = max(1, IW_CHUNK_ROWS // len(x))
+        mu, logvar = self.q_a(x).chunk(2, dim=-1)
         total = 0.0
         for start in range(0, n_samples, per_chunk):
-            n = min(per_chunk, n_samples - start)
-            xr = x.repeat(n, 1)
-            probs = F.softmax(self.class_logits(xr, self.prepare(xr)), dim=-1)
-            total = total + probs.view(n, len(x), -1).sum(0)
+            a = mu + torch.exp(0.5 * logvar) * torch.randn(min(per_chunk, n_samples - start), *mu.shape,
+                                                           device=mu.device, dtype=mu.dtype)
+            total = total + F.softmax(self.q_y(self.q_y_in(a, x)), dim=-1).sum(0)
         return total / n_samples
 
     def encode_z(self, x: Tensor, y: Tensor) -> Tensor:

@@ -62,6 +62,7 @@ class PartsLinear(nn.Module):
     def forward(self, *inputs: Tensor) -> Tensor:
         out = self.parts[0](inputs[0])
         for layer, u in zip(self.parts[1:], inputs[1:]):
-            # addmm adds the product into the running sum in one pass where the input is a matrix.
-            out = torch.addmm(out, u, layer.weight.T) if u.dim() == 2 else out + layer(u)
+            # addmm adds the product into the running sum in one pass; otherwise the parts broadcast,
+            # e.g. draws (n, B, .) of a beside x (B, .): x's part is then computed once per x.
+            out = torch.addmm(out, u, layer.weight.T) if u.dim() == 2 == out.dim() else out + layer(u)
         return out

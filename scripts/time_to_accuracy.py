@@ -1,0 +1,131 @@
+"""Wall time for ADGM on MNIST with 100 labels to reach 95 %, 98 % and 99 % test accuracy.
+
+    python scripts/time_to_accuracy.py data.root=DIR                      # until 99 % or 60 training minutes
+    python scripts/time_to_accuracy.py --max-minutes 20 --json tta.json data.root=DIR device=cuda
+    python scripts/time_to_accuracy.py --experiment sdgm_mnist --targets 0.9 data.root=DIR
+
+Trains `experiment=adgm_mnist` (the paper's settings; any further dgm-run overrides may follow)
+with the real trainer on the device the config picks, and after every `--eval-every-epochs`
+epochs measures the test accuracy as dgm-run's evaluation does: q(y|a,x) averaged over
+model.eval_samples draws of a, on all 10,000 test digits. The clock is the trainer's training
+time: the training steps only, not these measurements nor the epoch-end checkpoints. It stops
+when the last target is reached or after --max-minutes of training, and reports, per target,
+the training time, epoch and step of the first measurement at or above it (or that it was not
+reached), as a table and optionally as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(REPO))
+
+from dgm_run.config import compose  # noqa: E402
+from dgm_run.errors import UserError  # noqa: E402
+from dgm_run.models.semi_supervised import SemiSupervisedModel  # noqa: E402
+from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
+from dgm_run.train import build  # noqa: E402
+from dgm_run.trainer import Trainer  # noqa: E402
+
+
+@torch.no_grad()
+def test_accuracy(trainer: Trainer) -> float:
+    """Accuracy of the model's classify() on the whole test set, in evaluation batches, with an RNG
+    stream of its own so that measuring never changes the training run."""
+    model, data = trainer.model, trainer.data
+    correct = torch.zeros((), device=trainer.device)
+    size = trainer.tcfg.eval_batch_size
+    model.eval()
+    with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []), trainer.autocast:
+        torch.manual_seed(trainer.step)
+        for start in range(0, len(data.x_test), size):
+            x, y = data.x_test[start:start + size], data.y_test[start:start + size]
+            correct += (model.classify(x.flatten(1)).argmax(-1) == y).sum()
+    model.train()
+    return float(correct) / len(data.x_test)
+
+
+def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="dgm-run overrides, e.g. data.root=DIR device=cuda")
+    parser.add_argument("--experiment", default="adgm_mnist", help="the experiment config (default adgm_mnist)")
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98, 0.99],
+                        help="test accuracies to time (default 0.95 0.98 0.99)")
+    parser.add_argument("--max-minutes", type=float, default=60.0, help="training minutes before giving up")
+    parser.add_argument("--eval-every-epochs", type=int, default=1, help="epochs between measurements")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.max_minutes <= 0 or args.eval_every_epochs < 1 or not all(0 < t <= 1 for t in args.targets):
+        parser.error("--max-minutes must be > 0, --eval-every-epochs >= 1, --targets in (0, 1]")
+    targets = sorted(args.targets)
+
+    overrides = [f"experiment={args.experiment}", "logger=none", "trainer.progress_bar=false",
+                 f"trainer.max_minutes={args.max_minutes}", *args.overrides]
+    try:
+        rc, model, data, autocast = build(compose(overrides))
+    except UserError as err:
+        sys.exit(f"time_to_accuracy: error: {err}")
+    if not isinstance(model, SemiSupervisedModel):
+        sys.exit(f"time_to_accuracy: error: --experiment {args.experiment} is not a semi-supervised classifier")
+
+    started = time.perf_counter()
+    curve: list[dict[str, float]] = []
+    reached: dict[float, dict[str, float]] = {}
+
+    def measure(trainer: Trainer) -> bool:
+        if trainer.epoch % args.eval_every_epochs:
+            return False
+        point = {"train_seconds": trainer.train_seconds, "epoch": trainer.epoch, "step": trainer.step,
+                 "accuracy": test_accuracy(trainer), "wall_seconds": time.perf_counter() - started}
+        curve.append(point)
+        print(f"epoch {point['epoch']} step {point['step']}: test accuracy {100 * point['accuracy']:.2f} % "
+              f"after {point['train_seconds']:.1f} s of training", file=sys.stderr, flush=True)
+        for target in targets:
+            if target not in reached and point["accuracy"] >= target:
+                reached[target] = point
+        return len(reached) == len(targets)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(rc, model, data, Path(tmp), TensorBoardLogger(Path(tmp), False), autocast)
+        trainer.on_epoch_end = measure
+        final = trainer.fit()
+
+    report = {
+        "experiment": args.experiment, "overrides": overrides, "device": str(trainer.device),
+        "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "max_minutes": args.max_minutes, "train_seconds": trainer.train_seconds, "epochs": trainer.epoch,
+        "steps": trainer.step, "wall_seconds": time.perf_counter() - started,
+        "targets": {str(t): reached.get(t) for t in targets}, "curve": curve,
+        "final": {k: v for k, v in final.items() if "/class_" not in k},
+    }
+    lines = [f"{args.experiment} on {report['device_name']} ({report['device']}, {report['threads']} threads), "
+             f"torch {report['torch']}: {trainer.step} steps, {trainer.epoch} epochs, "
+             f"{trainer.train_seconds:.0f} s of training",
+             "", "| test accuracy | training time | epoch | step |", "| ---: | ---: | ---: | ---: |"]
+    for target in targets:
+        point = reached.get(target)
+        lines.append(f"| {100 * target:g} % | " + (f"{point['train_seconds']:.1f} s | {point['epoch']} | {point['step']} |"
+                                                 if point else f"not reached in {args.max_minutes:g} min | | |"))
+    print("\n".join(lines))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
