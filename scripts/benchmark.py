@@ -82,7 +82,7 @@ TINY = {
     "ddgm": ["model.generator_hidden=[32,32]", "model.energy_hidden=[32,32]", "model.z_dim=8",
              "model.features=16", "model.experts=16"],
 }
-COMMON = ["logger=none", "trainer.progress_bar=false", "trainer.compile=false"]
+COMMON = ["logger=none", "trainer.progress_bar=false"]
 
 
 # ----------------------------------------------------------------------------- setup
@@ -94,9 +94,12 @@ def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
     return Splits(x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_classes=10)
 
 
-def build(name: str, tiny: bool, device: torch.device, run_dir: Path) -> Trainer:
+def build(name: str, args: argparse.Namespace, device: torch.device, run_dir: Path) -> Trainer:
     """The trainer `dgm-run` builds for this model's paper config, on synthetic digits."""
-    overrides = PAPER[name] + COMMON + [f"device={device.type}"] + (TINY[name] + TINY_BATCH if tiny else [])
+    tiny = args.tiny
+    overrides = (PAPER[name] + COMMON + [f"device={device.type}", f"trainer.precision={args.precision}",
+                                         f"trainer.compile={str(args.compile).lower()}"]
+                 + (TINY[name] + TINY_BATCH if tiny else []))
     rc, model, data, autocast = build_run(compose(overrides), synthetic_digits(1000 if tiny else 60_000,
                                                                                200 if tiny else 10_000))
     trainer = Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), autocast)
@@ -204,11 +207,14 @@ class StraightforwardSemiSupervised(nn.Module):
 
 
 def reference_step(ref: StraightforwardSemiSupervised, optimizer: torch.optim.Optimizer,
-                   autocast: Any) -> Callable[[Batch], None]:
+                   autocast: Any, compile: bool) -> Callable[[Batch], None]:
+    """One optimizer step of the reference, with torch.compile exactly when the real step has it."""
+    loss = torch.compile(ref.loss) if compile else ref.loss
+
     def step(batch: Batch) -> None:
         ref.zero_grad(set_to_none=True)
         with autocast:
-            terms = ref.loss("elbo", batch)
+            terms = loss("elbo", batch)
         terms["loss"].backward()
         optimizer.step()
     return step
@@ -264,11 +270,31 @@ def time_steps(step: Callable[[Batch], None], data: DeviceData, device: torch.de
     return seconds
 
 
-def matmul_rate(device: torch.device, n: int, repeats: int) -> dict[str, float]:
-    """FLOP/s of an n x n fp32 matmul on the device (median of repeats), at the run's matmul precision."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    out = torch.empty(n, n, device=device)
+def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int,
+            top: int) -> list[dict[str, Any]]:
+    """The `top` operations by time spent in them (self time), over `steps` steps, with their share."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    plan = data.plan_epoch()
+    with torch_profile(activities=activities) as prof:
+        for i in range(steps):
+            step(data.batch(plan, i % data.steps_per_epoch))
+        sync(device)
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr) > 0 and not e.key.startswith("ProfilerStep")]
+    total = sum(getattr(e, attr) for e in events)
+    events.sort(key=lambda e: getattr(e, attr), reverse=True)
+    return [{"op": e.key, "calls": e.count, "ms_per_step": getattr(e, attr) / 1e3 / steps,
+             "share": getattr(e, attr) / total} for e in events[:top]]
+
+
+def matmul_rate(device: torch.device, n: int, repeats: int, dtype: torch.dtype) -> dict[str, float]:
+    """FLOP/s of an n x n matmul in `dtype` on the device (median of repeats), at the run's matmul precision."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     inner = max(1, int(2e9 // (2 * n ** 3)) if device.type == "cpu" else int(2e11 // (2 * n ** 3)))
     for _ in range(2):
         torch.mm(a, b, out=out)
@@ -281,7 +307,8 @@ def matmul_rate(device: torch.device, n: int, repeats: int) -> dict[str, float]:
         sync(device)
         times.append((time.perf_counter() - started) / inner)
     median = statistics.median(times)
-    return {"n": n, "repeats": repeats, "seconds": median, "flop_per_s": 2 * n ** 3 / median,
+    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "repeats": repeats, "seconds": median,
+            "flop_per_s": 2 * n ** 3 / median,
             "max_flop_per_s": 2 * n ** 3 / min(times)}
 
 
@@ -295,7 +322,7 @@ def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict
 def bench_model(name: str, args: argparse.Namespace, device: torch.device, peak: float,
                 run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
-    trainer = build(name, args.tiny, device, run_dir)
+    trainer = build(name, args, device, run_dir)
     data = trainer.data
     samples = data.batch_size + (data.labelled_batch_size if data.labelled is not None else 0)
     batch = data.batch(data.plan_epoch(), 0)
@@ -306,14 +333,17 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, peak:
         check = same_loss(trainer, ref, batch)  # before any step: the parameters are still equal
     flops = count_flops(trainer.train_step, batch)
     seconds = time_steps(trainer.train_step, data, device, args.warmup, args.windows, args.steps_per_window)
+    top = profile(trainer.train_step, data, device, args.steps_per_window, args.profile) if args.profile else None
     result = {"model": name, "class": type(model).__name__, "overrides": trainer.overrides,
               "parameters": sum(p.numel() for p in model.parameters()), "batch_size": data.batch_size,
               "labelled_batch_size": data.labelled_batch_size if data.labelled is not None else 0,
               "samples_per_step": samples, "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
               **figures(flops, seconds, samples, peak)}
+    if top is not None:
+        result["profile"] = top
     if ref is not None:
         optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
-        step = reference_step(ref, optimizer, trainer.autocast)
+        step = reference_step(ref, optimizer, trainer.autocast, trainer.tcfg.compile)
         ref_flops = count_flops(step, batch)
         ref_seconds = time_steps(step, data, device, args.warmup, args.windows, args.steps_per_window)
         reference = figures(ref_flops, ref_seconds, samples, peak)
@@ -339,7 +369,8 @@ def markdown(report: dict[str, Any]) -> str:
     mm = report["matmul"]
     lines = [f"Device: {report['device_name']} ({report['device']}, {report['threads']} threads); "
              f"torch {report['torch']}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
-             f"({mm['n']}x{mm['n']} fp32, median of {mm['repeats']}); "
+             f"({mm['n']}x{mm['n']} {mm['dtype']}, median of {mm['repeats']}); precision {report['precision']}"
+             f"{', compiled' if report['compile'] else ''}; "
              f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
              "",
              "| model | samples/step | samples/s | FLOPs/step | FLOP/s | share of matmul |",
@@ -361,6 +392,12 @@ def markdown(report: dict[str, Any]) -> str:
             ref = r["reference"]
             lines.append(f"| {r['model']} | {r['flop_ratio']:.3f} | {r['speed_ratio']:.2f}x | "
                          f"{ref['max_abs_diff']:.2e} ({ref['max_rel_diff']:.1e}) |")
+    for r in report["models"].values():
+        if "profile" in r:
+            lines += ["", f"Profile of {r['model']} (self time, {'device' if report['device'] != 'cpu' else 'CPU'}):",
+                      "", "| operation | calls/step | ms/step | share |", "| --- | ---: | ---: | ---: |"]
+            lines += [f"| {e['op']} | {e['calls'] / report['steps_per_window']:.0f} | {e['ms_per_step']:.2f} | "
+                      f"{100 * e['share']:.1f} % |" for e in r["profile"]]
     return "\n".join(lines)
 
 
@@ -374,6 +411,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; tiny 1)")
     parser.add_argument("--matmul-size", type=int, default=None,
                         help="n of the n x n matmul (default 2048 on CPU, 8192 on CUDA; tiny 256)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "tf32", "bf16"), default="auto",
+                        help="trainer.precision of every model (default auto, as dgm-run)")
+    parser.add_argument("--compile", action="store_true",
+                        help="trainer.compile=true (torch.compile), for the reference path too")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print the N operations taking the most time in the real step")
     parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
@@ -387,17 +430,17 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     started = time.perf_counter()
-    # The models run at their configured precision (fp32 on CPU, TF32 on CUDA by trainer.precision=auto);
-    # the matmul reference is taken at that same setting.
-    configure_precision("auto", device)
+    # The models run at --precision (auto: fp32 on CPU, TF32 on CUDA); the matmul rate is taken at that
+    # same setting, in bfloat16 for bf16 (autocast runs the matmuls in it).
+    configure_precision(args.precision, device)
     n = args.matmul_size or (256 if args.tiny else 8192 if device.type == "cuda" else 2048)
-    peak = matmul_rate(device, n, 3 if args.tiny else 7)
+    peak = matmul_rate(device, n, 3 if args.tiny else 7, torch.bfloat16 if args.precision == "bf16" else torch.float32)
     report: dict[str, Any] = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
         platform.machine(),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-        "tiny": args.tiny, "windows": args.windows, "steps_per_window": args.steps_per_window,
+        "tiny": args.tiny, "precision": args.precision, "compile": args.compile, "windows": args.windows, "steps_per_window": args.steps_per_window,
         "warmup": args.warmup, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "matmul": peak, "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,9 @@
-"""scripts/: the reproduction script runs a real Hydra multirun over seeds and tabulates it."""
+"""scripts/: the reproduction script runs a real Hydra multirun over seeds and tabulates it; the
+time-to-accuracy script trains until its targets and times them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,3 +27,37 @@ def test_reproduce_runs_seeds_and_prints_the_table(tmp_path):
     assert cells[0] == "m2" and cells[1] == "2" and cells[4] == "11.97 ± 1.71 (Kingma et al. 2014)"
     mean, std = (float(v) for v in cells[2].split(" ± "))
     assert 0 <= mean <= 100 and std >= 0
+
+
+TINY_ADGM = ["data=digits", "data.n_labels=100", "model.hidden=[32,32]", "model.a_dim=4", "model.z_dim=4",
+             "model.eval_samples=4", "model.iw_samples=1", "trainer.eval_every_epochs=1000", "device=cpu"]
+
+
+def time_to_accuracy(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "tta.json"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "time_to_accuracy.py"), "--json", str(out), *args,
+                           *TINY_ADGM], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return done, json.loads(out.read_text())
+
+
+def test_time_to_accuracy_stops_at_its_last_target(tmp_path):
+    done, report = time_to_accuracy(tmp_path, "--targets", "0.2", "0.3", "--max-minutes", "5")
+    curve = report["curve"]
+    assert [p["epoch"] for p in curve] == list(range(1, len(curve) + 1))  # measured after every epoch
+    assert all(a["train_seconds"] < b["train_seconds"] for a, b in zip(curve, curve[1:]))
+    first = {t: next(p for p in curve if p["accuracy"] >= t) for t in (0.2, 0.3)}  # the first point at or above
+    assert report["targets"]["0.2"] == first[0.2] and report["targets"]["0.3"] == first[0.3]
+    # It stopped at the measurement that reached the last target, long before 5 minutes of training.
+    assert report["epochs"] == first[0.3]["epoch"] == curve[-1]["epoch"]
+    assert report["train_seconds"] < 300
+    assert "eval/accuracy" in report["final"]
+    assert f"| 30 % | {first[0.3]['train_seconds']:.1f} s | {first[0.3]['epoch']} |" in done.stdout
+
+
+def test_time_to_accuracy_reports_an_unreached_target(tmp_path):
+    done, report = time_to_accuracy(tmp_path, "--targets", "1.0", "--max-minutes", "0.05")
+    assert report["targets"]["1.0"] is None
+    assert 0.05 * 60 <= report["train_seconds"] < 0.05 * 60 + 5  # stopped by the training-time budget
+    assert "| 100 % | not reached in 0.05 min |" in done.stdout
