@@ -1,5 +1,5 @@
 """Training speed of every model: samples/s, FLOPs per step, achieved FLOP/s and its share of the
-device's measured matrix-multiply rate; for M2 and ADGM also a straightforward reference step.
+device's measured matrix-multiply rate; for M2, ADGM and SDGM also a straightforward reference step.
 
     python scripts/benchmark.py                         # all models, paper-sized networks and batches
     python scripts/benchmark.py --models adgm --windows 9 --json bench.json
@@ -14,8 +14,10 @@ real `Trainer.train_step`, batch fetch and binarization included, as training ru
   over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
-- matmul rate: the median of repeated large square fp32 matmuls on the same device, in the
-  same run; "share" is achieved FLOP/s over that rate.
+- matmul rate: large square matmuls (fp32; bf16 with --precision bf16) on the same device in
+  the same run, one burst after each round of timed windows; "share" is a model's achieved
+  FLOP/s over the median of the bursts taken between its own windows. The real and the
+  reference step's windows take turns, so a drifting machine slows both alike.
 
 The reference path (M2, ADGM, SDGM): the textbook exact sum over y. Each unlabelled x is tiled
 once per label, the labelled x keep their labels, and all rows go through the networks at once;
@@ -247,27 +249,34 @@ def count_flops(step: Callable[[Batch], None], batch: Batch) -> int:
     return int(counter.get_total_flops())
 
 
-def time_steps(step: Callable[[Batch], None], data: DeviceData, device: torch.device, warmup: int,
-               windows: int, steps_per_window: int) -> list[float]:
-    """Seconds per step of each timed window, after `warmup` steps; batches fetched as training does."""
+def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData, device: torch.device,
+                     warmup: int, windows: int, steps_per_window: int,
+                     matmul: Callable[[], float]) -> tuple[dict[str, list[float]], list[float]]:
+    """Seconds per step of each timed window of every step function, after `warmup` steps each, and
+    the matmul rate between rounds. The windows take turns (a round: one window of each, then one
+    matmul burst), so that a machine whose speed drifts (a shared host) slows every one alike."""
     plan, i = data.plan_epoch(), 0
 
-    def next_batch() -> Batch:
+    def next_batch() -> Batch:  # batches fetched as training does
         nonlocal i
         i = (i + 1) % data.steps_per_epoch
         return data.batch(plan, i)
 
-    for _ in range(warmup):
-        step(next_batch())
-    sync(device)
-    seconds = []
-    for _ in range(windows):
-        started = time.perf_counter()
-        for _ in range(steps_per_window):
+    for step in steps.values():
+        for _ in range(warmup):
             step(next_batch())
-        sync(device)
-        seconds.append((time.perf_counter() - started) / steps_per_window)
-    return seconds
+    sync(device)
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    rates = []
+    for _ in range(windows):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            for _ in range(steps_per_window):
+                step(next_batch())
+            sync(device)
+            seconds[name].append((time.perf_counter() - started) / steps_per_window)
+        rates.append(matmul())
+    return seconds, rates
 
 
 def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int,
@@ -290,26 +299,28 @@ def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.devic
              "share": getattr(e, attr) / total} for e in events[:top]]
 
 
-def matmul_rate(device: torch.device, n: int, repeats: int, dtype: torch.dtype) -> dict[str, float]:
-    """FLOP/s of an n x n matmul in `dtype` on the device (median of repeats), at the run's matmul precision."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
-    inner = max(1, int(2e9 // (2 * n ** 3)) if device.type == "cpu" else int(2e11 // (2 * n ** 3)))
-    for _ in range(2):
-        torch.mm(a, b, out=out)
-    sync(device)
-    times = []
-    for _ in range(repeats):
+class MatmulRate:
+    """FLOP/s of an n x n matmul in `dtype` on the device, at the run's matmul precision."""
+
+    def __init__(self, device: torch.device, n: int, dtype: torch.dtype) -> None:
+        self.device, self.n, self.dtype = device, n, dtype
+        self.a, self.b, self.out = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(3))
+        # About 2 GFLOP per burst on a CPU, 200 GFLOP on a GPU: long enough to time, short enough to repeat.
+        self.inner = max(1, int((2e9 if device.type == "cpu" else 2e11) // (2 * n ** 3)))
+        self.burst()  # warm-up
+
+    def burst(self) -> float:
+        sync(self.device)
         started = time.perf_counter()
-        for _ in range(inner):
-            torch.mm(a, b, out=out)
-        sync(device)
-        times.append((time.perf_counter() - started) / inner)
-    median = statistics.median(times)
-    return {"n": n, "dtype": str(dtype).removeprefix("torch."), "repeats": repeats, "seconds": median,
-            "flop_per_s": 2 * n ** 3 / median,
-            "max_flop_per_s": 2 * n ** 3 / min(times)}
+        for _ in range(self.inner):
+            torch.mm(self.a, self.b, out=self.out)
+        sync(self.device)
+        return 2 * self.n ** 3 * self.inner / (time.perf_counter() - started)
+
+    def measure(self, repeats: int) -> dict[str, Any]:
+        rates = [self.burst() for _ in range(repeats)]
+        return {"n": self.n, "dtype": str(self.dtype).removeprefix("torch."), "repeats": repeats,
+                "flop_per_s": statistics.median(rates), "max_flop_per_s": max(rates)}
 
 
 def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict[str, Any]:
@@ -319,7 +330,7 @@ def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict
             "window_seconds_per_step": seconds}
 
 
-def bench_model(name: str, args: argparse.Namespace, device: torch.device, peak: float,
+def bench_model(name: str, args: argparse.Namespace, device: torch.device, rate: MatmulRate,
                 run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     trainer = build(name, args, device, run_dir)
@@ -327,31 +338,33 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, peak:
     samples = data.batch_size + (data.labelled_batch_size if data.labelled is not None else 0)
     batch = data.batch(data.plan_epoch(), 0)
     model = trainer.model
-    ref = None
+    steps = {"real": trainer.train_step}
+    flops = {"real": count_flops(trainer.train_step, batch)}
     if isinstance(model, (M2, ADGM)) and model.cfg.marginalize == "exact":
         ref = StraightforwardSemiSupervised(model)
         check = same_loss(trainer, ref, batch)  # before any step: the parameters are still equal
-    flops = count_flops(trainer.train_step, batch)
-    seconds = time_steps(trainer.train_step, data, device, args.warmup, args.windows, args.steps_per_window)
+        optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
+        steps["reference"] = reference_step(ref, optimizer, trainer.autocast, trainer.tcfg.compile)
+        flops["reference"] = count_flops(steps["reference"], batch)
+    seconds, rates = time_interleaved(steps, data, device, args.warmup, args.windows, args.steps_per_window,
+                                      rate.burst)
+    peak = statistics.median(rates)
     top = profile(trainer.train_step, data, device, args.steps_per_window, args.profile) if args.profile else None
     result = {"model": name, "class": type(model).__name__, "overrides": trainer.overrides,
               "parameters": sum(p.numel() for p in model.parameters()), "batch_size": data.batch_size,
               "labelled_batch_size": data.labelled_batch_size if data.labelled is not None else 0,
               "samples_per_step": samples, "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
-              **figures(flops, seconds, samples, peak)}
+              "matmul_flop_per_s": peak, "window_matmul_flop_per_s": rates,
+              **figures(flops["real"], seconds["real"], samples, peak)}
     if top is not None:
         result["profile"] = top
-    if ref is not None:
-        optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
-        step = reference_step(ref, optimizer, trainer.autocast, trainer.tcfg.compile)
-        ref_flops = count_flops(step, batch)
-        ref_seconds = time_steps(step, data, device, args.warmup, args.windows, args.steps_per_window)
-        reference = figures(ref_flops, ref_seconds, samples, peak)
+    if "reference" in steps:
+        reference = figures(flops["reference"], seconds["reference"], samples, peak)
         reference.update(check)
         reference["description"] = ("x tiled over the labels; q(a|x) and every first layer that sees y on "
                                     "[inputs, onehot(y)] for each label; q(y|.) once per x")
         result["reference"] = reference
-        result["flop_ratio"] = flops / ref_flops  # real step's FLOPs over the reference's
+        result["flop_ratio"] = flops["real"] / flops["reference"]  # real step's FLOPs over the reference's
         result["speed_ratio"] = result["samples_per_s"] / reference["samples_per_s"]  # real over reference
     result["bench_seconds"] = time.perf_counter() - started
     return result
@@ -373,17 +386,17 @@ def markdown(report: dict[str, Any]) -> str:
              f"{', compiled' if report['compile'] else ''}; "
              f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
              "",
-             "| model | samples/step | samples/s | FLOPs/step | FLOP/s | share of matmul |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | samples/step | samples/s | FLOPs/step | FLOP/s | matmul rate meanwhile | share of matmul |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
-    def row(label: str, r: dict[str, Any], samples: int) -> str:
+    def row(label: str, r: dict[str, Any], samples: int, peak: float) -> str:
         return (f"| {label} | {samples} | {r['samples_per_s']:.1f} | {si(r['flops_per_step'])} | "
-                f"{si(r['flop_per_s'])} | {100 * r['share_of_matmul']:.1f} % |")
+                f"{si(r['flop_per_s'])} | {si(peak)} | {100 * r['share_of_matmul']:.1f} % |")
 
     for r in report["models"].values():
-        lines.append(row(r["model"], r, r["samples_per_step"]))
+        lines.append(row(r["model"], r, r["samples_per_step"], r["matmul_flop_per_s"]))
         if "reference" in r:
-            lines.append(row(f"{r['model']} (reference)", r["reference"], r["samples_per_step"]))
+            lines.append(row(f"{r['model']} (reference)", r["reference"], r["samples_per_step"], r["matmul_flop_per_s"]))
     refs = [r for r in report["models"].values() if "reference" in r]
     if refs:
         lines += ["", "| model | FLOPs real / reference | speed real / reference | loss |max diff| (rel) |",
@@ -434,7 +447,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     # same setting, in bfloat16 for bf16 (autocast runs the matmuls in it).
     configure_precision(args.precision, device)
     n = args.matmul_size or (256 if args.tiny else 8192 if device.type == "cuda" else 2048)
-    peak = matmul_rate(device, n, 3 if args.tiny else 7, torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    rate = MatmulRate(device, n, torch.bfloat16 if args.precision == "bf16" else torch.float32)
+    peak = rate.measure(3 if args.tiny else 7)
     report: dict[str, Any] = {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
@@ -445,7 +459,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     }
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            report["models"][name] = bench_model(name, args, device, peak["flop_per_s"], Path(tmp) / name)
+            report["models"][name] = bench_model(name, args, device, rate, Path(tmp) / name)
             r = report["models"][name]
             print(f"{name}: {r['samples_per_s']:.1f} samples/s, {si(r['flops_per_step'], 'FLOP')}/step, "
                   f"{100 * r['share_of_matmul']:.1f} % of matmul ({r['bench_seconds']:.1f} s)", file=sys.stderr)
