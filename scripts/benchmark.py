@@ -254,7 +254,9 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
                      matmul: Callable[[], float]) -> tuple[dict[str, list[float]], list[float]]:
     """Seconds per step of each timed window of every step function, after `warmup` steps each, and
     the matmul rate between rounds. The windows take turns (a round: one window of each, then one
-    matmul burst), so that a machine whose speed drifts (a shared host) slows every one alike."""
+    matmul burst), so that a machine whose speed drifts (a shared host) slows every one alike.
+    Each window starts with one untimed step: in training a step follows a step of its own kind,
+    not the other function's or the matmul's, which leave the caches full of their own data."""
     plan, i = data.plan_epoch(), 0
 
     def next_batch() -> Batch:  # batches fetched as training does
@@ -270,6 +272,8 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
     rates = []
     for _ in range(windows):
         for name, step in steps.items():
+            step(next_batch())
+            sync(device)
             started = time.perf_counter()
             for _ in range(steps_per_window):
                 step(next_batch())

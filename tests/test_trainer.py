@@ -22,18 +22,12 @@ def two_player_cfg(*overrides: str, nan_at_call=None, simultaneous=False):
 
 def build_trainer(cfg, run_dir):
     """The trainer `run` would build, without running it."""
-    from dgm_run.config import target_class, validate
-    from dgm_run.data.base import DeviceData
-    from dgm_run.device import configure_precision
     from dgm_run.tensorboard import TensorBoardLogger
+    from dgm_run.train import build
     from dgm_run.trainer import Trainer
 
-    rc = validate(cfg)
-    torch.manual_seed(rc.seed)
-    data = DeviceData(target_class(cfg.data, "data")(rc.data).load(), rc.data, rc.trainer.batch_size,
-                      rc.trainer.labelled_batch_size, torch.device("cpu"))
-    model = target_class(cfg.model, "model")(rc.model, data.spec)
-    return Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), configure_precision("fp32", data.x_train.device))
+    rc, model, data, autocast = build(cfg)
+    return Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), autocast)
 
 
 def optimizer_steps_per_phase(trainer, batches: int) -> dict[str, int]:
@@ -127,3 +121,22 @@ def test_simultaneous_schedule_takes_every_gradient_before_any_step(tmp_path):
         trainer.train_step(trainer.data.batch(plan, i))
     # Round 1: both players' gradients at the same parameters, then both step; round 2: the adversary's second step.
     assert calls == ["adversary", "primal", "step adversary", "step primal", "adversary", "step adversary"] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: host syncs exist only there")
+@pytest.mark.parametrize("model", ["vae", "adgm", "avb"])
+def test_training_steps_never_wait_for_the_gpu(tmp_path, model):
+    """Losses stay on the device between log intervals, batches are drawn and binarized there:
+    a step that copied anything to the host would raise under the sync debug mode."""
+    labels = ["data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]"] if model == "adgm" else []
+    cfg = compose_cfg(*TINY[:-1], "device=cuda", f"model={model}", *labels, "trainer.log_every_steps=1000",
+                      "logger=none")
+    trainer = build_trainer(cfg, tmp_path)
+    plan = trainer.data.plan_epoch()
+    trainer.train_step(trainer.data.batch(plan, 0))  # the first step may initialise lazily
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(1, 4):
+            trainer.train_step(trainer.data.batch(plan, i))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
