@@ -67,8 +67,8 @@ class TrainerConfig:
     checkpoint_every_steps: int = 500
     log_every_steps: int = 50
     # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass: on a CPU with
-    # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but it is opt-in until its
-    # results are shown to match fp32's over seeds (README, "Speed").
+    # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but ADGM's test error was
+    # 1.8 points worse over three seeds (README, "Speed"), so it is opt-in.
     precision: str = "auto"
     # torch.compile of the loss. Off by default: on CPU it gained nothing consistent (-3 % to +5 % per
     # step, plus 6-35 s of compiling); not yet measured on a GPU.
