@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import platform
 from typing import ContextManager, Optional
 
 import torch
@@ -21,6 +22,13 @@ def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
         raise UserError(f"device.index={index}: this machine has {torch.cuda.device_count()} CUDA GPUs "
                         f"(indices 0 to {torch.cuda.device_count() - 1})")
     return torch.device(kind, index)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's model name, or the CPU's as the platform reports it: for benchmark reports."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
 
 
 def gpu_for_job(job_num: int) -> int:

@@ -54,6 +54,8 @@ def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write `payload` as JSON to `path` (its folder made if missing); readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)

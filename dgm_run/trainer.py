@@ -108,15 +108,11 @@ class Trainer:
         self._first_bad = {p: torch.tensor(-1, device=self.device) for p in self.optimizers}
         self._signal: Optional[int] = None
         self._clock = (time.perf_counter(), 0)
-        self._train_seconds = 0.0  # training time of this process, evaluation excluded
+        # Wall time of the training steps in this process: evaluation and epoch-end work excluded.
+        self.train_seconds = 0.0
         # Called after each epoch's evaluation and before its checkpoint; returning True ends training
         # there (a script's stopping rule, e.g. scripts/time_to_accuracy.py). Its time is not training time.
         self.on_epoch_end: Optional[Callable[["Trainer"], bool]] = None
-
-    @property
-    def train_seconds(self) -> float:
-        """Wall time of the training steps in this process: evaluation and epoch-end work excluded."""
-        return self._train_seconds
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -193,8 +189,8 @@ class Trainer:
                 raise Interrupted(self._signal, self.step)
             if self.step % self.tcfg.checkpoint_every_steps == 0:
                 self.save_checkpoint()
-            self._train_seconds += time.perf_counter() - started
-            if self.tcfg.max_minutes is not None and self._train_seconds >= 60 * self.tcfg.max_minutes:
+            self.train_seconds += time.perf_counter() - started
+            if self.tcfg.max_minutes is not None and self.train_seconds >= 60 * self.tcfg.max_minutes:
                 log.info("trainer.max_minutes=%g reached at step %d", self.tcfg.max_minutes, self.step)
                 self.total_steps = self.step
         if self.batch_in_epoch == self.steps_per_epoch:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import sys
@@ -53,8 +52,9 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 
 from dgm_run.config import compose  # noqa: E402
 from dgm_run.data.base import Batch, DeviceData, Splits  # noqa: E402
-from dgm_run.device import configure_precision  # noqa: E402
+from dgm_run.device import configure_precision, device_name  # noqa: E402
 from dgm_run.train import build as build_run  # noqa: E402
+from dgm_run.train import write_json_atomic  # noqa: E402
 from dgm_run.models.adgm import ADGM  # noqa: E402
 from dgm_run.models.m2 import M2  # noqa: E402
 from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob  # noqa: E402
@@ -454,8 +454,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     peak = rate.measure(3 if args.tiny else 7)
     report: dict[str, Any] = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or
-        platform.machine(),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "tiny": args.tiny, "precision": args.precision, "compile": args.compile, "windows": args.windows, "steps_per_window": args.steps_per_window,
         "warmup": args.warmup, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "matmul": peak, "models": {},
@@ -469,8 +468,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     report["total_seconds"] = time.perf_counter() - started
     print(markdown(report))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(args.json, report)
     return report
 
 

@@ -17,8 +17,6 @@ reached), as a table and optionally as JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
@@ -32,10 +30,11 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
 from dgm_run.config import compose  # noqa: E402
+from dgm_run.device import device_name  # noqa: E402
 from dgm_run.errors import UserError  # noqa: E402
 from dgm_run.models.semi_supervised import SemiSupervisedModel  # noqa: E402
 from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
-from dgm_run.train import build  # noqa: E402
+from dgm_run.train import build, write_json_atomic  # noqa: E402
 from dgm_run.trainer import Trainer  # noqa: E402
 
 
@@ -104,8 +103,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     report = {
         "experiment": args.experiment, "overrides": overrides, "device": str(trainer.device),
-        "device_name": torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(trainer.device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "max_minutes": args.max_minutes, "train_seconds": trainer.train_seconds, "epochs": trainer.epoch,
         "steps": trainer.step, "wall_seconds": time.perf_counter() - started,
@@ -122,8 +120,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                                                  if point else f"not reached in {args.max_minutes:g} min | | |"))
     print("\n".join(lines))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomic(args.json, report)
     return report
 
 
