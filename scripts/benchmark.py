@@ -14,6 +14,10 @@ real `Trainer.train_step`, batch fetch and binarization included, as training ru
   over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
+- evaluation: `model.evaluate` (what dgm-run averages over the test set: test error, the
+  importance-weighted log-likelihood, ...) on `--eval-digits` test digits in batches of
+  trainer.eval_batch_size, as the trainer runs it: digits/s (median of 3 passes after one),
+  FLOPs per digit and the share of the matmul rate, to set beside the training step's.
 - matmul rate: large square matmuls (fp32; bf16 with --precision bf16) on the same device in
   the same run, one burst after each round of timed windows; "share" is a model's achieved
   FLOP/s over the median of the bursts taken between its own windows. The real and the
@@ -282,6 +286,34 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
     return seconds, rates
 
 
+def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[str, Any]:
+    """model.evaluate on the first n_digits test digits in the trainer's batches: seconds per pass
+    (median of `repeats` after one untimed) and the FLOPs of a pass."""
+    model, data, size = trainer.model, trainer.data, trainer.tcfg.eval_batch_size
+    x_all, y_all = data.x_test[:n_digits], data.y_test[:n_digits]
+
+    def evaluate() -> None:
+        for start in range(0, len(x_all), size):
+            model.evaluate(x_all[start:start + size], y_all[start:start + size])
+        sync(trainer.device)
+
+    model.eval()
+    with torch.no_grad(), trainer.autocast:
+        evaluate()
+        with FlopCounterMode(display=False) as counter:
+            evaluate()
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            evaluate()
+            seconds.append(time.perf_counter() - started)
+    model.train()
+    median = statistics.median(seconds)
+    flops = int(counter.get_total_flops())
+    return {"digits": len(x_all), "batch_size": size, "seconds": median, "digits_per_s": len(x_all) / median,
+            "flops_per_digit": flops / len(x_all), "flop_per_s": flops / median, "pass_seconds": seconds}
+
+
 def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int,
             top: int) -> list[dict[str, Any]]:
     """The `top` operations by time spent in them (self time), over `steps` steps, with their share."""
@@ -353,12 +385,15 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device, rate:
                                       rate.burst)
     peak = statistics.median(rates)
     top = profile(trainer.train_step, data, device, args.steps_per_window, args.profile) if args.profile else None
+    evaluation = time_evaluation(trainer, args.eval_digits)
+    evaluation["share_of_matmul"] = evaluation["flop_per_s"] / rate.burst()
     result = {"model": name, "class": type(model).__name__, "overrides": trainer.overrides,
               "parameters": sum(p.numel() for p in model.parameters()), "batch_size": data.batch_size,
               "labelled_batch_size": data.labelled_batch_size if data.labelled is not None else 0,
               "samples_per_step": samples, "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
               "matmul_flop_per_s": peak, "window_matmul_flop_per_s": rates,
               **figures(flops["real"], seconds["real"], samples, peak)}
+    result["eval"] = evaluation
     if top is not None:
         result["profile"] = top
     if "reference" in steps:
@@ -400,6 +435,13 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(row(r["model"], r, r["samples_per_step"], r["matmul_flop_per_s"]))
         if "reference" in r:
             lines.append(row(f"{r['model']} (reference)", r["reference"], r["samples_per_step"], r["matmul_flop_per_s"]))
+    lines += ["", "Evaluation (model.evaluate on test digits, as the trainer runs it):", "",
+              "| model | digits | digits/s | FLOPs/digit | FLOP/s | share of matmul | training step's share |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["models"].values():
+        e = r["eval"]
+        lines.append(f"| {r['model']} | {e['digits']} | {e['digits_per_s']:.0f} | {si(e['flops_per_digit'])} | "
+                     f"{si(e['flop_per_s'])} | {100 * e['share_of_matmul']:.1f} % | {100 * r['share_of_matmul']:.1f} % |")
     refs = [r for r in report["models"].values() if "reference" in r]
     if refs:
         lines += ["", "| model | FLOPs real / reference | speed real / reference | loss |max diff| (rel) |",
@@ -433,14 +475,16 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="trainer.compile=true (torch.compile), for the reference path too")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N operations taking the most time in the real step")
+    parser.add_argument("--eval-digits", type=int, default=None,
+                        help="test digits through model.evaluate (default 1000; tiny 40)")
     parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    for key, full, tiny in (("windows", 7, 2), ("steps_per_window", 4, 2), ("warmup", 3, 1)):
+    for key, full, tiny in (("windows", 7, 2), ("steps_per_window", 4, 2), ("warmup", 3, 1), ("eval_digits", 1000, 40)):
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.tiny else full)
-    if min(args.windows, args.steps_per_window) < 1 or args.warmup < 0:
-        parser.error("--windows and --steps-per-window must be >= 1, --warmup >= 0")
+    if min(args.windows, args.steps_per_window, args.eval_digits) < 1 or args.warmup < 0:
+        parser.error("--windows, --steps-per-window and --eval-digits must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to PyTorch")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -464,7 +508,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             report["models"][name] = bench_model(name, args, device, rate, Path(tmp) / name)
             r = report["models"][name]
             print(f"{name}: {r['samples_per_s']:.1f} samples/s, {si(r['flops_per_step'], 'FLOP')}/step, "
-                  f"{100 * r['share_of_matmul']:.1f} % of matmul ({r['bench_seconds']:.1f} s)", file=sys.stderr)
+                  f"{100 * r['share_of_matmul']:.1f} % of matmul; evaluation {r['eval']['digits_per_s']:.0f} digits/s, "
+                  f"{100 * r['eval']['share_of_matmul']:.1f} % ({r['bench_seconds']:.1f} s)", file=sys.stderr)
     report["total_seconds"] = time.perf_counter() - started
     print(markdown(report))
     if args.json is not None:

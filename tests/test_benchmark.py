@@ -27,7 +27,10 @@ def test_tiny_benchmark_reports_every_model(tmp_path):
         assert r["samples_per_s"] > 0 and r["flops_per_step"] > 0, name
         assert r["flop_per_s"] > 0 and r["share_of_matmul"] > 0, name
         assert len(r["window_seconds_per_step"]) == report["windows"], name
-        assert f"| {name} |" in done.stdout  # the Markdown table has a row per model
+        e = r["eval"]  # model.evaluate over the tiny test digits, in the trainer's batches
+        assert e["digits"] == 40 and e["digits_per_s"] > 0 and e["flops_per_digit"] > 0, name
+        assert e["share_of_matmul"] > 0 and len(e["pass_seconds"]) == 3, name
+        assert done.stdout.count(f"| {name} |") >= 2  # a row in the training table and in the evaluation table
     semi = {r["samples_per_step"] for n, r in report["models"].items() if n in ("m2", "adgm", "sdgm")}
     assert semi == {40}  # 20 labelled + 20 unlabelled in the tiny setting
 

@@ -14,6 +14,7 @@ from dgm_run.data.base import DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models import adgm as adgm_module
 from dgm_run.models import m2 as m2_module
+from dgm_run.models import nn as nn_module
 from dgm_run.models.adgm import ADGM
 from dgm_run.models.m2 import M2
 from dgm_run.models.nn import bernoulli_log_prob, normal_log_prob, standard_normal_log_prob
@@ -196,16 +197,20 @@ def test_m1m2_phases_leave_no_gradient_on_each_other():
         assert all(p.grad is None for p in model.phase_parameters(other))
 
 
-def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer():
+@pytest.mark.parametrize("chunk_rows", [5_000, 10])  # the draws of a in one pass, or in passes of 2, 2, 2, 1
+def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer(monkeypatch, chunk_rows):
     """classify computes q(a|x) and x's first-layer part once; it equals the mean over draws of
     q(y|a,x) computed on [a, x] through one concatenated layer, with the same draws."""
+    monkeypatch.setitem(nn_module.EVAL_CHUNK_ROWS, "cpu", chunk_rows)
     torch.manual_seed(0)
     model = ADGM(ADGM.Config(a_dim=3, z_dim=2, hidden=[8, 6], eval_samples=7), SPEC)
     x = torch.bernoulli(torch.full((5, 16), 0.4))
     torch.manual_seed(1)
     fast = model.classify(x)
     torch.manual_seed(1)
-    eps = torch.randn(7, 5, 3)
+    sizes = list(nn_module.chunks(7, 5, x.device))
+    assert sizes == ([7] if chunk_rows == 5_000 else [2, 2, 2, 1])
+    eps = torch.cat([torch.randn(n, 5, 3) for n in sizes])
     mu, logvar = model.q_a(x).chunk(2, -1)
     a_part, x_part = model.q_y_in.parts
     weight = torch.cat([a_part.weight, x_part.weight], 1)

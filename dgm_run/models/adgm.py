@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from dgm_run.config import check_positive
 from dgm_run.data.base import DataSpec
 from dgm_run.models.labels import LabelledInput, Labels
-from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, mlp, normal_log_prob, reparameterize,
+from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, chunks, mlp, normal_log_prob, reparameterize,
                                standard_normal_log_prob)
-from dgm_run.models.semi_supervised import IW_CHUNK_ROWS, SemiSupervisedConfig, SemiSupervisedModel
+from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel
 
 
 class ADGM(SemiSupervisedModel):
@@ -93,13 +93,13 @@ class ADGM(SemiSupervisedModel):
         """q(y|x) as the mean of q(y|a,x) over eval_samples draws of a. q(a|x) and x's part of the
         classifier's first layer are computed once per x, not once per draw."""
         n_samples = self.cfg.eval_samples
-        per_chunk = max(1, IW_CHUNK_ROWS // len(x))
         mu, logvar = self.q_a(x).chunk(2, dim=-1)
+        a_part, x_part = self.q_y_in.parts  # the bias is a's
+        h_x = x_part(x)
         total = 0.0
-        for start in range(0, n_samples, per_chunk):
-            a = mu + torch.exp(0.5 * logvar) * torch.randn(min(per_chunk, n_samples - start), *mu.shape,
-                                                           device=mu.device, dtype=mu.dtype)
-            total = total + F.softmax(self.q_y(self.q_y_in(a, x)), dim=-1).sum(0)
+        for n in chunks(n_samples, len(x), x.device):
+            a = mu + torch.exp(0.5 * logvar) * torch.randn(n, *mu.shape, device=mu.device, dtype=mu.dtype)
+            total = total + F.softmax(self.q_y(a_part(a) + h_x), dim=-1).sum(0)
         return total / n_samples
 
     def encode_z(self, x: Tensor, y: Tensor) -> Tensor:

@@ -33,9 +33,8 @@ from dgm_run.config import check, check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.figures import scatter
 from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
-from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, kl_standard_normal, mlp, normal_log_prob,
+from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp, normal_log_prob,
                                reparameterize, standard_normal_log_prob)
-from dgm_run.models.vae import IW_CHUNK_ROWS
 
 # Added to the estimated variance of q(z|x) (as in the authors' code): a nearly
 # deterministic encoder must not divide by zero.
@@ -270,10 +269,8 @@ class AVB(GenerativeModel):
         two encoders are compared on equal terms.
         """
         k = self.cfg.iw_samples
-        per_chunk = max(1, IW_CHUNK_ROWS // len(x))
         log_w = []
-        for start in range(0, k, per_chunk):
-            n = min(per_chunk, k - start)
+        for n in chunks(k, len(x), x.device):
             from_prior = torch.rand(n, len(x), 1, device=x.device) < PRIOR_WEIGHT
             z = torch.where(from_prior, torch.randn(n, *mu.shape, device=x.device, dtype=mu.dtype),
                             reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape)))  # (n, B, Z)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,13 @@ from torch import Tensor, nn
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU,
                "leaky_relu": nn.LeakyReLU}
 LOG_2PI = math.log(2 * math.pi)
+# Network rows per pass of a chunked evaluation (importance samples, draws of a). On a CPU a pass
+# of about 5,000 rows evaluated 1.5-1.9x faster than passes of 20,000-200,000: its activations
+# are reused from the allocator and stay in cache, where a fresh 60 MB+ tensor is page-faulted
+# in on every pass. A GPU wants large passes to stay busy; there the bound is memory (100,000
+# rows of 784 floats are 314 MB per tensor).
+EVAL_CHUNK_ROWS = {"cpu": 5_000}
+EVAL_CHUNK_ROWS_DEFAULT = 100_000
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
@@ -25,9 +32,19 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn
     return nn.Sequential(*layers)
 
 
+def chunks(total: int, rows_each: int, device: torch.device) -> Iterator[int]:
+    """Sizes of the chunks in which to take `total` samples of `rows_each` network rows each."""
+    per_chunk = max(1, EVAL_CHUNK_ROWS.get(device.type, EVAL_CHUNK_ROWS_DEFAULT) // rows_each)
+    for start in range(0, total, per_chunk):
+        yield min(per_chunk, total - start)
+
+
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
-    """log p(x | logits), summed over the last dimension."""
-    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    """log p(x | logits) = x . logits - sum softplus(logits), summed over the last dimension; x in
+    [0, 1] broadcasts against logits (one digit, its logits under every label). Two passes over the
+    logits, where binary_cross_entropy_with_logits makes five and materialises the broadcast x:
+    4x faster without gradients on CPU, and the same gradient, sigmoid(logits) - x."""
+    return torch.linalg.vecdot(logits, x) - F.softplus(logits).sum(-1)
 
 
 def normal_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:

@@ -29,10 +29,7 @@ from dgm_run.data.base import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig
 from dgm_run.models.labels import Labels
-from dgm_run.models.nn import ACTIVATIONS, bernoulli_log_prob, normal_log_prob
-
-# Rows (examples x samples) per chunk of the importance-weighted estimate: bounds its memory.
-IW_CHUNK_ROWS = 20_000
+from dgm_run.models.nn import ACTIVATIONS, bernoulli_log_prob, chunks, normal_log_prob
 
 
 @dataclass
@@ -157,10 +154,8 @@ class SemiSupervisedModel(GenerativeModel):
     def log_likelihood(self, x: Tensor) -> Tensor:
         """log p(x) = log sum_y E_q[w(x, y)], estimated with iw_samples draws per label, (B,)."""
         k = self.cfg.iw_samples
-        per_chunk = max(1, IW_CHUNK_ROWS // len(x))
         log_w = []
-        for start in range(0, k, per_chunk):
-            n = min(per_chunk, k - start)
+        for n in chunks(k, len(x) * self.n_classes, x.device):  # a row per example and label
             xr = x.repeat(n, 1)
             log_w_every = self.log_weight(xr, Labels(self.n_classes, every=len(xr)), self.prepare(xr))
             log_w.append(log_w_every.view(n, len(x), self.n_classes))

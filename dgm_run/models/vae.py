@@ -16,12 +16,8 @@ from torch import Tensor
 from dgm_run.config import check_choice, check_positive, check_sizes
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.models.base import GenerativeModel, ModelConfig
-from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, kl_standard_normal, mlp,
+from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp,
                                normal_log_prob, reparameterize, standard_normal_log_prob)
-
-# Decoder passes per chunk of the importance-weighted estimate: bounds its memory.
-IW_CHUNK_ROWS = 50_000
-
 
 class VAE(GenerativeModel):
     @dataclass
@@ -70,10 +66,8 @@ class VAE(GenerativeModel):
     def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """Importance-weighted estimate of log p(x) with iw_samples draws from q(z|x), shape (B,)."""
         k = self.cfg.iw_samples
-        per_chunk = max(1, IW_CHUNK_ROWS // len(x))
         log_w = []
-        for start in range(0, k, per_chunk):
-            n = min(per_chunk, k - start)
+        for n in chunks(k, len(x), x.device):
             z = reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape))  # (n, B, z)
             log_w.append(bernoulli_log_prob(self.decoder(z), x) + standard_normal_log_prob(z)
                          - normal_log_prob(z, mu, logvar))
