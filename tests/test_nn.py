@@ -25,6 +25,20 @@ def test_bernoulli_log_prob_and_its_gradient_are_the_distributions(x_shape):
     torch.testing.assert_close(grad, x.expand_as(logits) - torch.sigmoid(logits.detach()), rtol=0, atol=1e-6)
 
 
+def test_bernoulli_log_prob_sums_in_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    layer, h = torch.nn.Linear(16, 784), torch.randn(10, 16)
+    x = (torch.rand(10, 784) < 0.3).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = layer(h)  # bfloat16 under autocast
+        got = bernoulli_log_prob(logits, x)
+    assert logits.dtype == torch.bfloat16 and got.dtype == torch.float32
+    # The same bfloat16 logits summed in float32: exact up to float32 rounding, where a bfloat16
+    # sum of about -550 nats would be off by up to 2 nats.
+    want = Bernoulli(logits=logits.float()).log_prob(x).sum(-1)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-3)
+
+
 def test_chunks_cover_every_sample_within_the_row_bound(monkeypatch):
     monkeypatch.setitem(nn_module.EVAL_CHUNK_ROWS, "cpu", 1_000)
     cpu = torch.device("cpu")

@@ -41,10 +41,12 @@ def chunks(total: int, rows_each: int, device: torch.device) -> Iterator[int]:
 
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """log p(x | logits) = x . logits - sum softplus(logits), summed over the last dimension; x in
-    [0, 1] broadcasts against logits (one digit, its logits under every label). Two passes over the
-    logits, where binary_cross_entropy_with_logits makes five and materialises the broadcast x:
-    4x faster without gradients on CPU, and the same gradient, sigmoid(logits) - x."""
-    return torch.linalg.vecdot(logits, x) - F.softplus(logits).sum(-1)
+    [0, 1] broadcasts against logits (one digit, its logits under every label). Fewer passes over
+    the logits than binary_cross_entropy_with_logits, which also copies the broadcast x: 4x faster
+    without gradients on CPU, as fast with them, and the same gradient, x - sigmoid(logits).
+    In float32 even under bf16 autocast, which would otherwise sum 784 terms in bfloat16."""
+    logits = logits.float()
+    return (logits * x).sum(-1) - F.softplus(logits).sum(-1)
 
 
 def normal_log_prob(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
