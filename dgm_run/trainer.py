@@ -292,7 +292,7 @@ class Trainer:
             metrics = {f"eval/{name}": float(value) for name, value in
                        self.model.evaluate_all(self.data.x_test, self.data.y_test).items()}
             for prefix, (x, y) in self.data.eval_sets().items():
-                metrics.update(self._average_metrics(prefix, x, y))
+                metrics.update(self.average_metrics(prefix, x, y))
             self._log_images()
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
                 for tag, figure in self.model.figures(self.data.x_test, self.data.y_test).items():
@@ -309,7 +309,7 @@ class Trainer:
                  ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/class_" not in k))
         return metrics
 
-    def _average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor) -> dict[str, float]:
+    def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor) -> dict[str, float]:
         """The model's per-example metrics averaged over a held-out set, and per class where it asks."""
         sums: dict[str, Tensor] = {}
         k = self.data.n_classes

@@ -14,10 +14,10 @@ real `Trainer.train_step`, batch fetch and binarization included, as training ru
   over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
-- evaluation: `model.evaluate` (what dgm-run averages over the test set: test error, the
-  importance-weighted log-likelihood, ...) on `--eval-digits` test digits in batches of
-  trainer.eval_batch_size, as the trainer runs it: digits/s (median of 3 passes after one),
-  FLOPs per digit and the share of the matmul rate, to set beside the training step's.
+- evaluation: the trainer's own averaging of `model.evaluate` (test error, the importance-
+  weighted log-likelihood, ...) over `--eval-digits` test digits in batches of
+  trainer.eval_batch_size: digits/s (median of 3 passes after one), FLOPs per digit and the
+  share of the matmul rate, to set beside the training step's.
 - matmul rate: large square matmuls (fp32; bf16 with --precision bf16) on the same device in
   the same run, one burst after each round of timed windows; "share" is a model's achieved
   FLOP/s over the median of the bursts taken between its own windows. The real and the
@@ -287,31 +287,26 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
 
 
 def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[str, Any]:
-    """model.evaluate on the first n_digits test digits in the trainer's batches: seconds per pass
-    (median of `repeats` after one untimed) and the FLOPs of a pass."""
-    model, data, size = trainer.model, trainer.data, trainer.tcfg.eval_batch_size
-    x_all, y_all = data.x_test[:n_digits], data.y_test[:n_digits]
-
-    def evaluate() -> None:
-        for start in range(0, len(x_all), size):
-            model.evaluate(x_all[start:start + size], y_all[start:start + size])
-        sync(trainer.device)
-
-    model.eval()
+    """The trainer's test metrics (Trainer.average_metrics: model.evaluate in eval_batch_size
+    batches, summed on the device) on the first n_digits test digits: seconds per pass (median of
+    `repeats` after one untimed) and the FLOPs of a pass."""
+    x, y = trainer.data.x_test[:n_digits], trainer.data.y_test[:n_digits]
+    trainer.model.eval()
     with torch.no_grad(), trainer.autocast:
-        evaluate()
+        trainer.average_metrics("eval", x, y)
         with FlopCounterMode(display=False) as counter:
-            evaluate()
+            trainer.average_metrics("eval", x, y)
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
-            evaluate()
+            trainer.average_metrics("eval", x, y)  # returns floats: the device has finished
             seconds.append(time.perf_counter() - started)
-    model.train()
+    trainer.model.train()
     median = statistics.median(seconds)
     flops = int(counter.get_total_flops())
-    return {"digits": len(x_all), "batch_size": size, "seconds": median, "digits_per_s": len(x_all) / median,
-            "flops_per_digit": flops / len(x_all), "flop_per_s": flops / median, "pass_seconds": seconds}
+    return {"digits": len(x), "batch_size": trainer.tcfg.eval_batch_size, "seconds": median,
+            "digits_per_s": len(x) / median, "flops_per_digit": flops / len(x), "flop_per_s": flops / median,
+            "pass_seconds": seconds}
 
 
 def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int,
