@@ -13,7 +13,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu":
                "leaky_relu": nn.LeakyReLU}
 LOG_2PI = math.log(2 * math.pi)
 # Network rows per pass of a chunked evaluation (importance samples, draws of a). On a CPU a pass
-# of about 5,000 rows evaluated 1.5-1.9x faster than passes of 20,000-200,000: its activations
+# of about 5,000 rows evaluated 1.3-1.6x faster than passes of 20,000-200,000: its activations
 # are reused from the allocator and stay in cache, where a fresh 60 MB+ tensor is page-faulted
 # in on every pass. A GPU wants large passes to stay busy; there the bound is memory (100,000
 # rows of 784 floats are 314 MB per tensor).
