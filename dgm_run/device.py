@@ -24,6 +24,11 @@ def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
     return torch.device(kind, index)
 
 
+def forked_rng(device: torch.device) -> ContextManager:
+    """The CPU's RNG and, on a GPU, that GPU's, restored on exit: draws inside leave the run's streams as they were."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's model name, or the CPU's as the platform reports it: for benchmark reports."""
     if device.type == "cuda":

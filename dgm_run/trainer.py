@@ -24,6 +24,7 @@ from tqdm import tqdm
 from dgm_run import checkpoint
 from dgm_run.config import OptimizerConfig, RunConfig
 from dgm_run.data.base import Batch, DeviceData, EpochPlan
+from dgm_run.device import forked_rng
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
@@ -285,9 +286,8 @@ class Trainer:
         so evaluating (or not) never changes the training run, and a resumed run
         evaluates to the same numbers."""
         started = time.perf_counter()
-        devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
         self.model.eval()
-        with torch.random.fork_rng(devices=devices), self.autocast:
+        with forked_rng(self.device), self.autocast:
             torch.manual_seed(self.cfg.seed * 1_000_003 + self.step)
             metrics = {f"eval/{name}": float(value) for name, value in
                        self.model.evaluate_all(self.data.x_test, self.data.y_test).items()}
@@ -338,7 +338,7 @@ class Trainer:
             return
         x, y = self.data.x_test[:n], self.data.y_test[:n]
         self.model.eval()
-        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.device.type == "cuda" else []):
+        with forked_rng(self.device):
             torch.manual_seed(self.cfg.seed)
             codes = self.model.latent(x)
         self.model.train()

@@ -56,12 +56,13 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
 
 from dgm_run.config import compose  # noqa: E402
 from dgm_run.data.base import Batch, DeviceData, Splits  # noqa: E402
-from dgm_run.device import configure_precision, device_name  # noqa: E402
+from dgm_run.device import configure_precision, device_name, forked_rng  # noqa: E402
 from dgm_run.train import build as build_run  # noqa: E402
 from dgm_run.train import write_json_atomic  # noqa: E402
 from dgm_run.models.adgm import ADGM  # noqa: E402
 from dgm_run.models.m2 import M2  # noqa: E402
 from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob  # noqa: E402
+from dgm_run.models.semi_supervised import objective  # noqa: E402
 from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
 from dgm_run.trainer import Trainer, build_optimizer  # noqa: E402
 
@@ -199,16 +200,8 @@ class StraightforwardSemiSupervised(nn.Module):
         else:
             logits = self.q_y(x[first])
         cls = F.cross_entropy(logits[:n_l], y_l)
-        log_q = F.log_softmax(logits[n_l:], dim=-1)
-        q = log_q.exp()
         log_w = self.log_weight(x, onehot, a, log_q_a)
-        labelled = -log_w[:n_l]
-        expected = (q * log_w[n_l:].view(b, k)).sum(-1)
-        entropy = -(q * log_q).sum(-1)
-        unlabelled = -(expected + entropy)
-        loss = labelled.mean() + unlabelled.mean() + m.alpha * cls
-        return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
-                "entropy": entropy.mean()}
+        return objective(log_w[:n_l], log_w[n_l:].view(b, k), F.log_softmax(logits[n_l:], dim=-1), cls, m.alpha)
 
 
 def reference_step(ref: StraightforwardSemiSupervised, optimizer: torch.optim.Optimizer,
@@ -229,8 +222,7 @@ def same_loss(trainer: Trainer, ref: StraightforwardSemiSupervised, batch: Batch
     """Both losses at the same parameters from the same seed: the largest differences over the terms."""
     values = []
     for fn in (trainer.model.loss, ref.loss):
-        with torch.random.fork_rng(devices=[batch.x.device] if batch.x.device.type == "cuda" else []), \
-                torch.no_grad(), trainer.autocast:
+        with forked_rng(trainer.device), torch.no_grad(), trainer.autocast:
             torch.manual_seed(1234)
             values.append({name: t.double() for name, t in fn("elbo", batch).items()})
     real, straight = values

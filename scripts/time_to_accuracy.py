@@ -30,7 +30,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(REPO))
 
 from dgm_run.config import compose  # noqa: E402
-from dgm_run.device import device_name  # noqa: E402
+from dgm_run.device import device_name, forked_rng  # noqa: E402
 from dgm_run.errors import UserError  # noqa: E402
 from dgm_run.models.semi_supervised import SemiSupervisedModel  # noqa: E402
 from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
@@ -46,7 +46,7 @@ def test_accuracy(trainer: Trainer) -> float:
     correct = torch.zeros((), device=trainer.device)
     size = trainer.tcfg.eval_batch_size
     model.eval()
-    with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []), trainer.autocast:
+    with forked_rng(trainer.device), trainer.autocast:
         torch.manual_seed(trainer.step)
         for start in range(0, len(data.x_test), size):
             x, y = data.x_test[start:start + size], data.y_test[start:start + size]

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -98,7 +97,7 @@ class ADGM(SemiSupervisedModel):
         h_x = x_part(x)
         total = 0.0
         for n in chunks(n_samples, len(x), x.device):
-            a = mu + torch.exp(0.5 * logvar) * torch.randn(n, *mu.shape, device=mu.device, dtype=mu.dtype)
+            a = reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape))  # (n, B, a)
             total = total + F.softmax(self.q_y(a_part(a) + h_x), dim=-1).sum(0)
         return total / n_samples
 

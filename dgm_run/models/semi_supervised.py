@@ -32,6 +32,20 @@ from dgm_run.models.labels import Labels
 from dgm_run.models.nn import ACTIVATIONS, bernoulli_log_prob, chunks, normal_log_prob
 
 
+def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float) -> dict[str, Tensor]:
+    """The batch's loss terms from the labelled bounds log w(x, y), (B_l,); the unlabelled ones, (B_u, K)
+    for every label (summed under q(y|x)) or (B_u,) for one relaxed label; log q(y|x) of the unlabelled
+    examples and the labelled cross-entropy `cls`."""
+    q = log_q.exp()
+    labelled = -log_w_l
+    expected = (q * log_w_u).sum(-1) if log_w_u.dim() == 2 else log_w_u
+    entropy = -(q * log_q).sum(-1)
+    unlabelled = -(expected + entropy)
+    loss = labelled.mean() + unlabelled.mean() + alpha * cls
+    return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
+            "entropy": entropy.mean()}
+
+
 @dataclass
 class SemiSupervisedConfig(ModelConfig):
     z_dim: int = 50
@@ -130,19 +144,12 @@ class SemiSupervisedModel(GenerativeModel):
         logits = self.class_logits(x, ctx)
         cls = F.cross_entropy(logits[:n_l], y_l)
         log_q = F.log_softmax(logits[n_l:], dim=-1)
-        q = log_q.exp()
         if self.cfg.marginalize == "exact":
             labels = Labels(self.n_classes, given=y_l, every=len(x_u))
         else:
             labels = Labels(self.n_classes, given=y_l, soft=F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature))
         log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx))
-        labelled = -log_w_l
-        expected = (q * log_w_u).sum(-1) if self.cfg.marginalize == "exact" else log_w_u
-        entropy = -(q * log_q).sum(-1)
-        unlabelled = -(expected + entropy)
-        loss = labelled.mean() + unlabelled.mean() + self.alpha * cls
-        return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
-                "entropy": entropy.mean()}
+        return objective(log_w_l, log_w_u, log_q, cls, self.alpha)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()

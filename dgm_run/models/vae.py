@@ -19,6 +19,7 @@ from dgm_run.models.base import GenerativeModel, ModelConfig
 from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp,
                                normal_log_prob, reparameterize, standard_normal_log_prob)
 
+
 class VAE(GenerativeModel):
     @dataclass
     class Config(ModelConfig):
