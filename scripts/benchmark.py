@@ -281,12 +281,11 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
 def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[str, Any]:
     """The trainer's test metrics (Trainer.average_metrics: model.evaluate in eval_batch_size
     batches, summed on the device) on the first n_digits test digits: seconds per pass (median of
-    `repeats` after one untimed) and the FLOPs of a pass."""
+    `repeats` after one untimed, which counts the FLOPs of a pass)."""
     x, y = trainer.data.x_test[:n_digits], trainer.data.y_test[:n_digits]
     trainer.model.eval()
     with torch.no_grad(), trainer.autocast:
-        trainer.average_metrics("eval", x, y)
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter:  # also the warm-up pass
             trainer.average_metrics("eval", x, y)
         seconds = []
         for _ in range(repeats):
