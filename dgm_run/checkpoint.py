@@ -6,11 +6,13 @@ found on resume is reported as one line, never silently replaced.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import torch
 
@@ -20,14 +22,28 @@ FORMAT = 1
 REQUIRED = ("format", "model", "optimizers", "schedulers", "epoch", "step", "batch_in_epoch", "plan", "rng")
 
 
-def save(state: dict[str, Any], path: Path) -> None:
+@contextlib.contextmanager
+def atomic(path: Path) -> Iterator[BinaryIO]:
+    """A file to write `path` through: it appears whole on leaving the block, or not at all (its
+    folder is made if missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
+        yield f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    with atomic(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """`payload` as JSON at `path`, written atomically: readers never see half a file."""
+    with atomic(path) as f:
+        f.write((json.dumps(payload, indent=2) + "\n").encode())
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dgm_run.device import gpu_for_job
-from dgm_run.errors import UserError
+from dgm_run.errors import Interrupted, UserError
+from dgm_run.evaluate import headline
 from dgm_run.train import run
-from dgm_run.trainer import Interrupted
 
 EXIT_USER_ERROR = 2
 ERROR_FILE = "error.txt"
@@ -73,7 +73,7 @@ def objective(metrics: dict[str, float], name: Optional[str]) -> Union[float, di
         return metrics
     if name not in metrics:
         raise UserError(f"objective={name} is not a final metric of this run (see metrics.json); "
-                        f"choose one of: {', '.join(k for k in metrics if '/class_' not in k)}")
+                        f"choose one of: {', '.join(headline(metrics))}")
     return float(metrics[name])
 
 

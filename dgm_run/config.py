@@ -16,37 +16,8 @@ import hydra.utils
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from dgm_run.checks import InvalidValue, check, check_choice, check_positive
 from dgm_run.errors import UserError
-
-
-class InvalidValue(ValueError):
-    """Raised by a schema's __post_init__; `validate_section` prefixes the section name."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
-
-
-def check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise InvalidValue(key, message)
-
-
-def check_positive(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        check(value is None or value >= 1, name, f"must be a positive integer (got {value})")
-
-
-def check_sizes(obj: Any, name: str) -> None:
-    """A list of layer widths: every one a positive integer."""
-    sizes = getattr(obj, name)
-    check(all(size >= 1 for size in sizes), name, f"layer sizes must be positive integers (got {sizes})")
-
-
-def check_choice(obj: Any, name: str, allowed: tuple[str, ...]) -> None:
-    value = getattr(obj, name)
-    check(value in allowed, name, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
 
 
 @dataclass
@@ -57,9 +28,8 @@ class TrainerConfig:
     # When set, training stops at the first batch after this much training time (evaluation
     # excluded), then evaluates. Wall time is not reproducible: such a run resumes to other numbers.
     max_minutes: Optional[float] = None
+    # Unlabelled examples per batch (semi-supervised data adds data.labelled_batch_size labelled ones).
     batch_size: int = 100
-    # Semi-supervised data: labelled examples per batch, beside `batch_size` unlabelled ones.
-    labelled_batch_size: int = 100
     eval_every_epochs: int = 1
     eval_batch_size: int = 500
     # Checkpoints are written every this many batches, at the end of every epoch, on
@@ -76,7 +46,7 @@ class TrainerConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        check_positive(self, "max_epochs", "max_steps", "batch_size", "labelled_batch_size",
+        check_positive(self, "max_epochs", "max_steps", "batch_size",
                        "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
                        "log_every_steps")
         check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))

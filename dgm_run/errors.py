@@ -1,14 +1,21 @@
-"""The one exception type for a user's mistake.
+"""The ground floor's exceptions: a user's mistake, and a run stopped by a signal.
 
-The CLI turns a UserError into a single line on stderr and a non-zero exit; anything
-else is a bug and keeps its traceback.
+The CLI turns a UserError into a single line on stderr and a non-zero exit, and an
+Interrupted into the command that resumes the run; anything else is a bug and keeps its
+traceback.
 """
+
+import signal
 
 
 class UserError(Exception):
     """Bad input: a config value, a missing or corrupt file, an unavailable device."""
 
 
-def require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UserError(message)
+class Interrupted(Exception):
+    """SIGTERM or SIGINT arrived; a checkpoint was written at the current batch."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+        self.signum = signum
+        self.step = step

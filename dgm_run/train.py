@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -13,10 +11,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run import checkpoint
-from dgm_run.config import RunConfig, flatten, target_class, validate
+from dgm_run.config import flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
-from dgm_run.device import configure_precision, resolve_device
+from dgm_run.device import resolve_device
 from dgm_run.errors import UserError
+from dgm_run.evaluate import headline
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 from dgm_run.trainer import Trainer
@@ -53,26 +52,37 @@ def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
                         "or choose another directory")
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write `payload` as JSON to `path` (its folder made if missing); readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+def load_pretrained(model: GenerativeModel) -> None:
+    """Load the parts of `model` that it takes from other runs' checkpoints."""
+    for key, (module, path) in model.pretrained().items():
+        prefix = next((name + "." for name, m in model.named_children() if m is module), "")
+        weights = {k.removeprefix(prefix): v for k, v in checkpoint.load(Path(path))["model"].items()}
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as err:
+            raise UserError(f"{key}={path} does not fit this model's {prefix.rstrip('.') or 'weights'} "
+                            f"({str(err).splitlines()[0]}); give the checkpoint of a run with the same sizes") from None
 
 
-def build(cfg: DictConfig, splits: Optional[Splits] = None) -> tuple[RunConfig, GenerativeModel, DeviceData, Any]:
-    """The validated config, the model and the data on their device, and the autocast context of a run.
+def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
+          state: Optional[dict[str, Any]] = None) -> Trainer:
+    """A ready trainer for `cfg`: validated, the data and the model on their device, its logger writing
+    into `run_dir`; with `state` (a checkpoint), at the point where that run stopped.
     `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits)."""
     rc = validate(cfg)
     torch.manual_seed(rc.seed)
     device = resolve_device(rc.device.type, rc.device.index)
-    autocast = configure_precision(rc.trainer.precision, device)
     if splits is None:
         splits = target_class(cfg.data, "data")(rc.data).load()
-    data = DeviceData(splits, rc.data, rc.trainer.batch_size, rc.trainer.labelled_batch_size, device)
+    data = DeviceData(splits, rc.data, rc.trainer.batch_size, device)
     model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
-    return rc, model, data, autocast
+    load_pretrained(model)
+    # purge_step hides events a killed run logged after its last checkpoint.
+    logger = TensorBoardLogger(run_dir, rc.logger.tensorboard, purge_step=state["step"] if state else None)
+    trainer = Trainer(rc, model, data, run_dir, logger)
+    if state is not None:
+        trainer.load_state_dict(state)
+    return trainer
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
@@ -88,28 +98,23 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
                             "(or auto_resume=true) or choose another directory")
         require_same_run(cfg, run_dir)
         resume = run_dir
-    rc, model, data, autocast = build(cfg)
-    device = data.x_train.device
     # Read the checkpoint before anything is written, so a corrupt one changes nothing on disk.
     state = checkpoint.load(run_dir / CHECKPOINT) if resume is not None else None
-
-    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build(cfg, run_dir, state=state)
     if resume is None:
         OmegaConf.save(cfg, run_dir / CONFIG_FILE)
-    logger = TensorBoardLogger(run_dir, rc.logger.tensorboard, purge_step=state["step"] if state else None)
-    trainer = Trainer(rc, model, data, run_dir, logger, autocast)
-    if state is not None:
-        trainer.load_state_dict(state)
+    else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
+    model, data = trainer.model, trainer.data
     log.info("%s on %s: %d parameters, %d training examples, %d steps per epoch, run dir %s",
-             type(model).__name__, device, sum(p.numel() for p in model.parameters()),
+             type(model).__name__, trainer.device, sum(p.numel() for p in model.parameters()),
              len(data.x_train), data.steps_per_epoch, run_dir)
     try:
         metrics = trainer.fit()
-        logger.hparams(flatten(cfg), {k: v for k, v in metrics.items() if k.startswith("eval/")})
+        trainer.logger.hparams(flatten(cfg), {k: v for k, v in metrics.items() if k.startswith("eval/")})
     finally:
-        logger.close()
-    write_json_atomic(run_dir / METRICS_FILE, metrics)
+        trainer.logger.close()
+    checkpoint.write_json(run_dir / METRICS_FILE, metrics)
     log.info("final: %s", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                    for k, v in metrics.items() if "/class_" not in k))
+                                    for k, v in headline(metrics).items()))
     return metrics

@@ -77,7 +77,7 @@ PAPER = {
     "ddgm": ["experiment=ddgm_mnist"],
 }
 # --tiny: small networks and batches, so that CI runs everything in seconds.
-TINY_BATCH = ["trainer.batch_size=20", "trainer.labelled_batch_size=20"]
+TINY_BATCH = ["trainer.batch_size=20", "data.labelled_batch_size=20"]
 TINY = {
     "vae": ["model.hidden=[32,32]", "model.z_dim=8"],
     "m2": ["model.hidden=[32]", "model.z_dim=8"],

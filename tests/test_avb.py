@@ -119,9 +119,11 @@ def test_log_likelihood_estimate_is_exact_for_a_decoder_that_ignores_z():
 @pytest.mark.parametrize("override,message", [
     ("model.discriminator=cnn", r"model.discriminator: 'cnn' is not allowed; choose one of inner_product, mlp"),
     ("model.ac_samples=1", r"model.ac_samples: must be >= 2"),
-    ("model.encoder=gaussian", r"model.schedule: encoder=gaussian has an analytic KL"),
+    ("model.encoder=gaussian", r"model.schedule\[0\].phase: AVB \(encoder=gaussian\) has nothing to train in phase "
+                               r"'adversary'; schedule only: primal"),
     ("model.hidden=[]", r"model.hidden: must be one or more positive layer sizes"),
-    ("model.schedule=[{phase: primal, steps: 1}]", r"model.schedule: encoder=implicit needs both"),
+    ("model.schedule=[{phase: primal, steps: 1}]",
+     r"model.schedule: AVB \(encoder=implicit\) needs the phases adversary, primal \(got primal\)"),
     ("model.z_dim=0", r"model.z_dim: must be a positive integer"),
 ])
 def test_bad_config_values_are_user_errors(tmp_path, override, message):

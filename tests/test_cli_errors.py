@@ -29,7 +29,7 @@ BAD_INPUT = [
     (["optimizer.lr=0"], "optimizer.lr: must be > 0 (got 0.0)"),
     (["data=gmm2d"], "model=vae has a Bernoulli likelihood and needs data in [0, 1]"),
     (["data=toy_onehot4", "data.n_train=0"], "data.n_train: must be a positive integer (got 0)"),
-    (["model=avb", "model.encoder=gaussian"], "model.schedule: encoder=gaussian has an analytic KL"),
+    (["model=avb", "model.encoder=gaussian"], "model.schedule[0].phase: AVB (encoder=gaussian) has nothing to train in phase 'adversary'"),
     (["model=avb", "data=toy_onehot4", "optimizer.phases.adversary.lr=1e-4"],
      "optimizer.phases is empty here: add it with +optimizer.phases.adversary.lr=1e-4"),
     (["model.activation=swish"], "model.activation: 'swish' is not allowed; choose one of relu, softplus"),

@@ -17,7 +17,7 @@ from dgm_run.errors import UserError
 
 def digits(**overrides) -> DeviceData:
     cfg = Digits.Config(**overrides)
-    return DeviceData(Digits(cfg).load(), cfg, batch_size=100, labelled_batch_size=50, device=torch.device("cpu"))
+    return DeviceData(Digits(cfg).load(), cfg, batch_size=100, device=torch.device("cpu"))
 
 
 def test_embedded_digits_are_the_mnist_test_set_split_8000_2000():
@@ -64,7 +64,7 @@ def test_balanced_labels_errors():
 
 
 def test_batches_are_binarized_afresh_and_carry_labelled_parts():
-    data = digits(n_labels=100)
+    data = digits(n_labels=100, labelled_batch_size=50)
     plan = data.plan_epoch()
     first, again = data.batch(plan, 0), data.batch(plan, 0)
     assert first.x.shape == (100, 1, 28, 28) and set(first.x.unique().tolist()) == {0.0, 1.0}

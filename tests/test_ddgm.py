@@ -94,7 +94,7 @@ def test_trainer_steps_of_each_phase_change_only_its_own_parameters(tmp_path):
     for phase, optimizer in trainer.optimizers.items():
         own = {id(p) for p in model.phase_parameters(phase)}
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        trainer._phase_steps([phase], batch)
+        trainer.step_functions.run_phases([phase], batch)
         for name, p in model.named_parameters():
             assert (not torch.equal(before[name], p.detach())) == (id(p) in own), (phase, name)
 

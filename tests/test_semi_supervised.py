@@ -116,7 +116,7 @@ def test_every_parameter_gets_a_gradient(model_class):
 
 def prototypes_cfg(model: str, *overrides: str):
     cfg = compose_cfg(f"model={model}", "model.hidden=[64]", "model.z_dim=4", "trainer.max_epochs=25",
-                      "trainer.batch_size=50", "trainer.labelled_batch_size=20", "trainer.eval_every_epochs=25",
+                      "trainer.batch_size=50", "data.labelled_batch_size=20", "trainer.eval_every_epochs=25",
                       "trainer.log_every_steps=16", "trainer.progress_bar=false", "logger.embedding=100",
                       "device=cpu", *overrides)
     cfg.data = OmegaConf.create({"_target_": "tests.toy_models.Prototypes", "n_labels": 20, "split_seed": 0,
@@ -172,13 +172,15 @@ def test_m1m2_reuses_a_trained_vae(tmp_path):
     cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=0",
                          f"model.m1_checkpoint={ckpt}", "trainer.max_steps=1")
     from dgm_run.config import target_class, validate
+    from dgm_run.train import load_pretrained
 
     rc = validate(cfg)
     model = target_class(cfg.model, "model")(rc.model, DataSpec((1, 8, 8), 4, True, 800, 20))
+    load_pretrained(model)
     trained = torch.load(ckpt, weights_only=True)["model"]
     assert torch.equal(model.m1.encoder[0].weight, trained["encoder.0.weight"])
     cfg.model.m1_z_dim = 6
-    with pytest.raises(UserError, match="does not fit model.m1_z_dim/m1_hidden"):
+    with pytest.raises(UserError, match="model.m1_checkpoint=.* does not fit this model's m1"):
         run(cfg, m1m2_dir)
 
 

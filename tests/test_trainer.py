@@ -22,12 +22,9 @@ def two_player_cfg(*overrides: str, nan_at_call=None, simultaneous=False):
 
 def build_trainer(cfg, run_dir):
     """The trainer `run` would build, without running it."""
-    from dgm_run.tensorboard import TensorBoardLogger
     from dgm_run.train import build
-    from dgm_run.trainer import Trainer
 
-    rc, model, data, autocast = build(cfg)
-    return Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), autocast)
+    return build(cfg, run_dir)
 
 
 def optimizer_steps_per_phase(trainer, batches: int) -> dict[str, int]:

@@ -14,7 +14,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dgm_run.config import check, check_positive
+from dgm_run.checks import check, check_positive
+from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
 
 
@@ -25,6 +26,8 @@ class DataConfig:
     _target_: str = ""
     # Labelled training examples, balanced per class; null: the data is used unlabelled.
     n_labels: Optional[int] = None
+    # Semi-supervised data: labelled examples per batch, beside trainer.batch_size unlabelled ones.
+    labelled_batch_size: int = 100
     # Seed of the labelled subset and of the test-set binarization, fixed across model seeds.
     split_seed: int = 0
     # Draw a fresh Bernoulli sample of the pixels for every batch (the papers' dynamic binarization).
@@ -34,7 +37,7 @@ class DataConfig:
     n_validation: int = 0
 
     def __post_init__(self) -> None:
-        check_positive(self, "n_labels")
+        check_positive(self, "n_labels", "labelled_batch_size")
         check(self.n_validation >= 0, "n_validation", f"must be >= 0 (got {self.n_validation})")
         check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
 
@@ -65,36 +68,6 @@ class DataSource:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know of its data to size its networks."""
-
-    shape: tuple[int, ...]
-    n_classes: int
-    is_image: bool
-    n_train: int
-    # Labelled training examples; None when the data is used unlabelled.
-    n_labels: Optional[int] = None
-    # Mixture data (see Splits): mode centres and standard deviation, for mode-coverage metrics.
-    modes: Optional[Tensor] = None
-    mode_std: Optional[float] = None
-    # Every value lies in [0, 1] (images, one-hot points): what a Bernoulli likelihood needs.
-    unit_interval: bool = True
-
-    @property
-    def semi_supervised(self) -> bool:
-        return self.n_labels is not None
-
-
-@dataclass
-class Batch:
-    """One training batch: `x` unlabelled; the labelled part is present for semi-supervised data."""
-
-    x: Tensor
-    x_labelled: Optional[Tensor] = None
-    y_labelled: Optional[Tensor] = None
-
-
 @dataclass
 class EpochPlan:
     """The random order of one epoch; kept in checkpoints so a run resumes mid-epoch exactly."""
@@ -122,8 +95,7 @@ def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int) -> Tens
 class DeviceData:
     """The data set resident on `device`, served as batches of index slices."""
 
-    def __init__(self, splits: Splits, cfg: DataConfig, batch_size: int, labelled_batch_size: int,
-                 device: torch.device) -> None:
+    def __init__(self, splits: Splits, cfg: DataConfig, batch_size: int, device: torch.device) -> None:
         x_train, y_train = splits.x_train, splits.y_train
         self.x_valid = self.y_valid = None
         if cfg.n_validation:
@@ -143,7 +115,7 @@ class DeviceData:
         self.n_classes = splits.n_classes
         self.shape = tuple(splits.x_train.shape[1:])
         self.batch_size = batch_size
-        self.labelled_batch_size = labelled_batch_size
+        self.labelled_batch_size = cfg.labelled_batch_size if cfg.n_labels is not None else 0
         self.steps_per_epoch = n_train // batch_size  # the last, partial batch is dropped
         self.x_train = x_train.to(device)
         self.y_train = y_train.to(device)
@@ -159,6 +131,11 @@ class DeviceData:
         self.labelled = None
         if cfg.n_labels is not None:
             self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
+
+    @property
+    def samples_per_step(self) -> int:
+        """Examples in one batch, labelled and unlabelled."""
+        return self.batch_size + self.labelled_batch_size
 
     @property
     def is_image(self) -> bool:

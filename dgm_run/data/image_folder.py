@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 
-from dgm_run.config import check_positive
+from dgm_run.checks import check_positive
 from dgm_run.data.base import DataConfig, DataSource, Splits
 from dgm_run.errors import UserError
 

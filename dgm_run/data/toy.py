@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dgm_run.config import check, check_choice, check_positive
+from dgm_run.checks import check, check_choice, check_positive
 from dgm_run.data.base import DataConfig, DataSource, Splits
 
 

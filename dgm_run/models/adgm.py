@@ -14,8 +14,8 @@ from typing import Any, Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm_run.config import check_positive
-from dgm_run.data.base import DataSpec
+from dgm_run.checks import check_positive
+from dgm_run.contract import DataSpec
 from dgm_run.models.labels import LabelledInput, Labels
 from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, chunks, mlp, normal_log_prob, reparameterize,
                                standard_normal_log_prob)

@@ -29,9 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm_run.config import check, check_choice, check_positive, check_sizes
-from dgm_run.data.base import Batch, DataSpec
-from dgm_run.figures import scatter
+from dgm_run.checks import check, check_choice, check_positive, check_sizes
+from dgm_run.contract import Batch, DataSpec, Scatter
 from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
 from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp, normal_log_prob,
                                reparameterize, standard_normal_log_prob)
@@ -124,16 +123,18 @@ class AVB(GenerativeModel):
             check_choice(self, "encoder", ("implicit", "gaussian"))
             check_choice(self, "discriminator", ("inner_product", "mlp"))
             check_choice(self, "activation", tuple(ACTIVATIONS))
-            phases = {entry.phase for entry in self.schedule}
-            if self.encoder == "gaussian":
-                check("adversary" not in phases, "schedule",
-                      "encoder=gaussian has an analytic KL and no discriminator: schedule only the primal phase")
-                check(not self.adaptive_contrast, "adaptive_contrast", "needs encoder=implicit")
-            else:
-                check({"adversary", "primal"} <= phases, "schedule",
-                      f"encoder=implicit needs both the adversary and the primal phase (got {sorted(phases)})")
+            check(self.encoder == "implicit" or not self.adaptive_contrast, "adaptive_contrast", "needs encoder=implicit")
 
     phases = ("adversary", "primal")
+
+    @property
+    def required_phases(self) -> tuple[str, ...]:
+        """encoder=gaussian has an analytic KL and no discriminator: nothing for an adversary to train."""
+        return self.phases if self.implicit else ("primal",)
+
+    @property
+    def label(self) -> str:
+        return f"AVB (encoder={self.cfg.encoder})"
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
@@ -281,7 +282,7 @@ class AVB(GenerativeModel):
         return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
     @torch.no_grad()
-    def figures(self, x: Tensor, y: Tensor) -> dict[str, object]:
+    def figures(self, x: Tensor, y: Tensor) -> dict[str, Scatter]:
         """For 2-D codes of non-image data: FIGURE_DRAWS codes z ~ q(z|x) of the first test point
         of each label, coloured by label (the paper's figure 6)."""
         if self.spec.is_image or self.cfg.z_dim != 2:
@@ -289,7 +290,7 @@ class AVB(GenerativeModel):
         first = torch.stack([torch.nonzero(y == c)[0, 0] for c in y.unique()[:FIGURE_POINTS]])
         z = self.encode(x[first].flatten(1), FIGURE_DRAWS)  # (FIGURE_DRAWS, P, 2)
         labels = y[first].expand(FIGURE_DRAWS, -1)
-        return {"latent": scatter(z.reshape(-1, 2), labels.reshape(-1), title="z ~ q(z|x) per test point")}
+        return {"latent": Scatter(z.reshape(-1, 2), labels.reshape(-1), title="z ~ q(z|x) per test point")}
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -3,19 +3,24 @@
 A model declares its phases (groups of parameters updated together) and returns, for a
 phase and a batch, a dict of named loss terms with the total under "loss". The trainer
 runs `Config.schedule` (a list of {phase, steps}) on every batch, logging every term.
+Everything else a model may offer (metrics, samples, pictures, codes) is a method below
+with a default that offers nothing: the trainer and the evaluation call them all, never ask
+whether a model has them.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 from torch import Tensor, nn
 
-from dgm_run.config import check, check_positive
-from dgm_run.data.base import Batch, DataSpec
+from dgm_run.checks import check, check_positive
+from dgm_run.contract import Batch, DataSpec, Grid, Heatmap, Scatter
 from dgm_run.errors import UserError
+
+Picture = Union[Scatter, Heatmap]
 
 
 @dataclass
@@ -66,20 +71,24 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 
 class GenerativeModel(nn.Module):
-    """The contract. Optional hooks the trainer uses when a model has them:
-    `analogies(x)` (a grid row per test digit, `grid_columns` wide), `latent(x)` (codes for
-    TensorBoard's projector), `per_class_metrics` (metrics also reported per label),
-    `evaluate_all` (metrics of the model as a whole) and `figures` (matplotlib figures)."""
+    """The contract: `phases`, `phase_parameters`, `loss`; the rest is optional."""
 
     Config = ModelConfig
+    # Every phase the model has, and those a schedule must run (optim.check_schedule).
     phases: tuple[str, ...] = ("elbo",)
+    required_phases: tuple[str, ...] = ()
+    # Metrics of `evaluate` that are also reported per label (eval/class_<metric>/<label>).
     per_class_metrics: tuple[str, ...] = ()
-    grid_columns = 8
 
     def __init__(self, cfg: ModelConfig, spec: DataSpec) -> None:
         super().__init__()
         self.cfg = cfg
         self.spec = spec
+
+    @property
+    def label(self) -> str:
+        """The model's name in messages."""
+        return type(self).__name__
 
     def require_unit_interval(self) -> None:
         """A Bernoulli likelihood models values in [0, 1]; other data is a user's mistake."""
@@ -95,8 +104,13 @@ class GenerativeModel(nn.Module):
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def pretrained(self) -> dict[str, tuple[nn.Module, str]]:
+        """Parts to load from a checkpoint file before training: {config key: (module, path)}."""
+        return {}
+
+    # ------------------------------------------------------------ evaluation
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """Per-example metrics of a test batch, each of shape (B,); the trainer averages them."""
+        """Per-example metrics of a test batch, each of shape (B,); the evaluation averages them."""
         return {}
 
     def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:
@@ -104,13 +118,27 @@ class GenerativeModel(nn.Module):
         modes of a mixture the samples cover; values are floats or 0-d tensors."""
         return {}
 
-    def figures(self, x: Tensor, y: Tensor) -> dict[str, Any]:
-        """matplotlib figures by TensorBoard tag, e.g. latent codes of 2-D toys; drawn at every evaluation."""
-        return {}
+    @property
+    def grid_columns(self) -> int:
+        """Width of the sample grid (class-conditional samples: one column per label)."""
+        return 8
 
     def sample(self, n: int) -> Optional[Tensor]:
         """n samples shaped like the data, values in [0, 1] for images; None if not supported."""
         return None
 
     def reconstruct(self, x: Tensor) -> Optional[Tensor]:
+        """Reconstructions of test images x, values in [0, 1]; None if not supported."""
+        return None
+
+    def images(self, x: Tensor) -> dict[str, Grid]:
+        """Further image grids by TensorBoard tag, made from test images x (e.g. analogies)."""
+        return {}
+
+    def figures(self, x: Tensor, y: Tensor) -> dict[str, Picture]:
+        """Plots by TensorBoard tag from the test set (e.g. latent codes of 2-D toys), as data."""
+        return {}
+
+    def latent(self, x: Tensor) -> Optional[Tensor]:
+        """Codes of test images for TensorBoard's projector, (B, Z); None if the model has none."""
         return None

@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm_run import figures
-from dgm_run.config import check, check_choice, check_positive, check_sizes
-from dgm_run.data.base import Batch, DataSpec
+from dgm_run.checks import check, check_choice, check_positive, check_sizes
+from dgm_run.contract import Batch, DataSpec, Heatmap, Scatter
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
 from dgm_run.models.nn import ACTIVATIONS, mlp
@@ -243,7 +242,7 @@ class DDGM(GenerativeModel):
                 "data_covered": (to_b.min(dim=0).values <= r_ba).float().mean()}
 
     @torch.no_grad()
-    def figures(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+    def figures(self, x: Tensor, y: Tensor) -> dict[str, Scatter | Heatmap]:
         if self.spec.shape != (2,):
             return {}
         samples = self.generate(self.cfg.eval_samples)
@@ -255,8 +254,8 @@ class DDGM(GenerativeModel):
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).to(x)  # (steps, steps, 2), row i at gy[i]
         energy = self.energy(grid.view(-1, 2)).view(steps, steps)
         extent = (float(low[0]), float(high[0]), float(low[1]), float(high[1]))
-        return {"samples": figures.scatter(samples, title="generator samples", background=x),
-                "energy": figures.heatmap(energy, extent, title="energy E(x)", points=x)}
+        return {"samples": Scatter(samples, title="generator samples", background=x),
+                "energy": Heatmap(energy, extent, title="energy E(x)", points=x)}
 
     @torch.no_grad()
     def sample(self, n: int) -> Optional[Tensor]:

@@ -9,16 +9,13 @@ run with the same M1 sizes) M1 is loaded instead and `m1_epochs` should be 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from dgm_run import checkpoint
-from dgm_run.config import check, check_positive, check_sizes
-from dgm_run.data.base import Batch, DataSpec
-from dgm_run.errors import UserError
+from dgm_run.checks import check, check_positive, check_sizes
+from dgm_run.contract import Batch, DataSpec, Grid
 from dgm_run.models.base import GenerativeModel, PhaseStep
 from dgm_run.models.m2 import M2
 from dgm_run.models.nn import reparameterize
@@ -53,17 +50,14 @@ class M1M2(GenerativeModel):
                             n_labels=spec.n_labels)
         m2_fields = {k: getattr(cfg, k) for k in SemiSupervisedConfig.__dataclass_fields__ if k != "_target_"}
         self.m2 = M2(M2.Config(**{**m2_fields, "likelihood": "gaussian"}), features)
-        self.grid_columns = spec.n_classes
-        if cfg.m1_checkpoint:
-            self._load_m1(Path(cfg.m1_checkpoint))
 
-    def _load_m1(self, path: Path) -> None:
-        weights = {k.removeprefix("m1."): v for k, v in checkpoint.load(path)["model"].items()}
-        try:
-            self.m1.load_state_dict(weights)
-        except RuntimeError as err:
-            raise UserError(f"model.m1_checkpoint={path} does not fit model.m1_z_dim/m1_hidden "
-                            f"({str(err).splitlines()[0]}); give the checkpoint of a `vae` run with these sizes") from None
+    def pretrained(self) -> dict[str, tuple[nn.Module, str]]:
+        # The checkpoint of a `vae` run, or of an `m1m2` run whose M1 weights are under `m1.`.
+        return {"model.m1_checkpoint": (self.m1, self.cfg.m1_checkpoint)} if self.cfg.m1_checkpoint else {}
+
+    @property
+    def grid_columns(self) -> int:
+        return self.spec.n_classes
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         return list((self.m1 if phase == "m1" else self.m2).parameters())
@@ -101,6 +95,10 @@ class M1M2(GenerativeModel):
         return self.m1.reconstruct(x)
 
     @torch.no_grad()
+    def images(self, x: Tensor) -> dict[str, Grid]:
+        x = x[:self.spec.n_classes]
+        return {"analogies": Grid(self.analogies(x), nrow=self.spec.n_classes + 1)}
+
     def analogies(self, x: Tensor) -> Tensor:
         """Per test digit: the digit, then its z2 decoded with each label through M2 and M1."""
         z1 = self.features(x, sample=False)

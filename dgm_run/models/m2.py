@@ -12,7 +12,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm_run.data.base import DataSpec
+from dgm_run.contract import DataSpec
 from dgm_run.models.labels import LabelledInput, Labels
 from dgm_run.models.nn import ACTIVATIONS, mlp, normal_log_prob, reparameterize, standard_normal_log_prob
 from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel

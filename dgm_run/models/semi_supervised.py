@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dgm_run.config import check, check_choice, check_positive, check_sizes
-from dgm_run.data.base import Batch, DataSpec
+from dgm_run.checks import check, check_choice, check_positive, check_sizes
+from dgm_run.contract import Batch, DataSpec, Grid
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig
 from dgm_run.models.labels import Labels
@@ -92,7 +92,10 @@ class SemiSupervisedModel(GenerativeModel):
         self.x_out_dim = self.x_dim * (2 if cfg.likelihood == "gaussian" else 1)
         self.alpha = cfg.alpha if cfg.alpha is not None else 0.1 * spec.n_train / spec.n_labels
         self.log_prior_y = -math.log(self.n_classes)
-        self.grid_columns = self.n_classes  # class-conditional samples: one column per label
+
+    @property
+    def grid_columns(self) -> int:
+        return self.n_classes  # class-conditional samples: one column per label
 
     # --------------------------------------------------- what a model defines
     def prepare(self, x: Tensor) -> dict[str, Any]:
@@ -182,6 +185,10 @@ class SemiSupervisedModel(GenerativeModel):
         return self.generate(self.encode_z(flat, y), y).view_as(x)
 
     @torch.no_grad()
+    def images(self, x: Tensor) -> dict[str, Grid]:
+        x = x[:self.n_classes]
+        return {"analogies": Grid(self.analogies(x), nrow=self.n_classes + 1)}
+
     def analogies(self, x: Tensor) -> Tensor:
         """Per test digit: the digit, then its style z decoded with each label. (B * (K + 1), C, H, W)."""
         flat = x.flatten(1)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from dgm_run.config import check_choice, check_positive, check_sizes
-from dgm_run.data.base import Batch, DataSpec
+from dgm_run.checks import check_choice, check_positive, check_sizes
+from dgm_run.contract import Batch, DataSpec
 from dgm_run.models.base import GenerativeModel, ModelConfig
 from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp,
                                normal_log_prob, reparameterize, standard_normal_log_prob)

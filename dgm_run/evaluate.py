@@ -1,0 +1,116 @@
+"""Evaluation: held-out metrics (also per class), sample and reconstruction grids, the model's own
+images and figures, and the projector's embedding, logged to TensorBoard.
+
+Callable on its own (scripts construct it from a trainer's parts). It draws from its own RNG
+stream, seeded by the run's seed and the step, so that evaluating (or not) never changes the
+training run and a resumed run evaluates to the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dgm_run.config import LoggerConfig
+from dgm_run.data.base import DeviceData
+from dgm_run.device import forked_rng
+from dgm_run.figures import draw
+from dgm_run.models.base import GenerativeModel
+from dgm_run.tensorboard import TensorBoardLogger
+
+log = logging.getLogger(__name__)
+# Per-class metrics are named <prefix>/class_<metric>/<label>.
+CLASS_TAG = "/class_"
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without their per-class entries: what a log line or an error message shows."""
+    return {k: v for k, v in metrics.items() if CLASS_TAG not in k}
+
+
+class Evaluator:
+    def __init__(self, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, cfg: LoggerConfig,
+                 seed: int, batch_size: int, autocast: Any) -> None:
+        self.model, self.data, self.logger, self.cfg = model, data, logger, cfg
+        self.seed, self.batch_size, self.autocast = seed, batch_size, autocast
+        self.device = data.x_train.device
+
+    @torch.no_grad()
+    def __call__(self, step: int) -> dict[str, float]:
+        """Test (eval/) and validation (valid/) metrics, image grids and figures at `step`; the metrics,
+        with the evaluation's wall time, are logged and returned."""
+        started = time.perf_counter()
+        model, data = self.model, self.data
+        model.eval()
+        with forked_rng(self.device), self.autocast:
+            torch.manual_seed(self.seed * 1_000_003 + step)
+            metrics = {f"eval/{name}": float(value) for name, value in model.evaluate_all(data.x_test, data.y_test).items()}
+            for prefix, (x, y) in data.eval_sets().items():
+                metrics.update(self.average_metrics(prefix, x, y))
+            self._log_images(step)
+            if self.logger.enabled:  # figures cost a plot each; draw them only to log them
+                for tag, picture in model.figures(data.x_test, data.y_test).items():
+                    self.logger.figure(tag, draw(picture), step)
+        model.train()
+        metrics["time/eval_s"] = time.perf_counter() - started
+        self.logger.scalars(metrics, step)
+        self.logger.flush()
+        return metrics
+
+    def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor) -> dict[str, float]:
+        """The model's per-example metrics averaged over a held-out set, and per class where it asks."""
+        sums: dict[str, Tensor] = {}
+        k = self.data.n_classes
+        for start in range(0, len(x_all), self.batch_size):
+            x, y = x_all[start:start + self.batch_size], y_all[start:start + self.batch_size]
+            for name, values in self.model.evaluate(x, y).items():
+                sums[name] = sums.get(name, 0) + values.float().sum()
+                if name in self.model.per_class_metrics:
+                    per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
+                    sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
+        class_counts = torch.bincount(y_all, minlength=k).clamp(min=1).cpu()
+        metrics = {}
+        for name, total in sums.items():
+            if name.endswith("/per_class"):
+                base = name.rsplit("/", 1)[0]
+                for c, value in enumerate((total.cpu() / class_counts).tolist()):
+                    metrics[f"{prefix}{CLASS_TAG}{base}/{c}"] = value
+            else:
+                metrics[f"{prefix}/{name}"] = float(total) / len(x_all)
+        return metrics
+
+    def _log_images(self, step: int) -> None:
+        columns = self.model.grid_columns
+        n = self.cfg.images // columns * columns
+        if n == 0 or not self.data.is_image:
+            return
+        samples = self.model.sample(n)
+        if samples is not None:
+            self.logger.images("samples", samples, step, nrow=columns)
+        for tag, grid in self.model.images(self.data.x_test).items():
+            self.logger.images(tag, grid.images, step, nrow=grid.nrow)
+        x = self.data.x_test[:n]
+        recon = self.model.reconstruct(x)
+        if recon is not None:
+            # Rows of eight originals, each followed by a row of their reconstructions.
+            rows = torch.cat([t[r:r + 8] for r in range(0, len(x), 8) for t in (x, recon)])
+            self.logger.images("reconstructions", rows, step)
+
+    @torch.no_grad()
+    def log_embedding(self, step: int) -> None:
+        """The latent codes of the first logger.embedding test images, for TensorBoard's projector."""
+        n = self.cfg.embedding
+        if n == 0 or not self.data.is_image:
+            return
+        x, y = self.data.x_test[:n], self.data.y_test[:n]
+        self.model.eval()
+        with forked_rng(self.device):
+            torch.manual_seed(self.seed)
+            codes = self.model.latent(x)
+        self.model.train()
+        if codes is not None:
+            self.logger.embedding(codes, y, x, step)

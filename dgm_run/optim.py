@@ -1,0 +1,86 @@
+"""Per-phase optimizers, their learning-rate decay, and the checks of a model's schedule."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any, Callable
+
+import torch
+
+from dgm_run.config import OptimizerConfig
+from dgm_run.errors import UserError
+from dgm_run.models.base import GenerativeModel, PhaseStep
+
+
+def check_schedule(model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig) -> None:
+    """Every scheduled phase is one of the model's, every phase it needs is scheduled, and every
+    per-phase optimizer override names one of its phases."""
+    phases = ", ".join(model.phases)
+    for i, entry in enumerate(schedule):
+        if entry.phase not in model.phases:
+            raise UserError(f"model.schedule[{i}].phase: '{entry.phase}' is not a phase of {model.label}; "
+                            f"phases: {phases}")
+        if not model.phase_parameters(entry.phase):
+            trainable = ", ".join(p for p in model.phases if model.phase_parameters(p))
+            raise UserError(f"model.schedule[{i}].phase: {model.label} has nothing to train in phase "
+                            f"'{entry.phase}'; schedule only: {trainable}")
+    scheduled = {entry.phase for entry in schedule}
+    missing = [p for p in model.required_phases if p not in scheduled]
+    if missing:
+        raise UserError(f"model.schedule: {model.label} needs the phases {', '.join(model.required_phases)} "
+                        f"(got {', '.join(sorted(scheduled))})")
+    for phase in cfg.phases:
+        if phase not in model.phases:
+            raise UserError(f"optimizer.phases.{phase}: not a phase of {model.label}; phases: {phases}")
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phase: str) -> torch.optim.Optimizer:
+    override = cfg.phases.get(phase)
+    lr = override.lr if override and override.lr is not None else cfg.lr
+    betas = tuple(override.betas if override and override.betas is not None else cfg.betas)
+    weight_decay = override.weight_decay if override and override.weight_decay is not None else cfg.weight_decay
+    # fused: one kernel for every parameter's update, the same algorithm.
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=weight_decay, fused=True)
+
+
+def step_decay(cfg: OptimizerConfig, base_lr: float) -> Callable[[int], float]:
+    """Multiplier of the learning rate after `epoch` epochs: step decay floored at min_lr."""
+    floor = cfg.min_lr / base_lr
+    return lambda epoch: max(cfg.lr_decay ** (epoch // cfg.lr_decay_every_epochs), floor)
+
+
+class PhaseOptimizers:
+    """One optimizer per scheduled phase over that phase's parameters, each with its decay per epoch."""
+
+    def __init__(self, model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig) -> None:
+        check_schedule(model, schedule, cfg)
+        used = dict.fromkeys(entry.phase for entry in schedule)
+        self.optimizers = {p: build_optimizer(model.phase_parameters(p), cfg, p) for p in used}
+        self.schedulers = {
+            p: torch.optim.lr_scheduler.LambdaLR(opt, step_decay(cfg, opt.param_groups[0]["lr"]))
+            for p, opt in self.optimizers.items()
+        }
+
+    def end_epoch(self) -> None:
+        with warnings.catch_warnings():
+            # The decay follows epochs, also for a phase whose schedule entry has not started yet.
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+
+    def learning_rates(self) -> dict[str, float]:
+        return {p: s.get_last_lr()[0] for p, s in self.schedulers.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+                "schedulers": {p: s.state_dict() for p, s in self.schedulers.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for p, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][p])
+            self.schedulers[p].load_state_dict(state["schedulers"][p])
