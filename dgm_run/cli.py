@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import NoReturn, Optional, Union
 
 import hydra
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from dgm_run.composition import SCHEMA_GROUP, register_schemas
 from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.evaluate import headline
@@ -29,6 +31,13 @@ OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resum
 OmegaConf.register_new_resolver(
     "dgm_gpu_for_job", lambda: gpu_for_job(OmegaConf.select(HydraConfig.get(), "job.num", default=0) or 0),
     replace=True)
+# The groups `dgm-run --help` lists: those users choose from, not Hydra's own nor the schemas.
+OmegaConf.register_new_resolver(
+    "dgm_config_groups", lambda: GlobalHydra.instance().hydra.format_config_groups(
+        lambda group: group.partition("/")[0] not in ("hydra", SCHEMA_GROUP)),
+    replace=True)
+# Every composition, the app's and _allowed_keys', extends the schemas of dgm_run.config.
+register_schemas()
 
 # Hydra plugins that come with an optional extra of the package.
 PLUGIN_EXTRAS = {"hydra/sweeper/optuna": "optuna", "hydra/launcher/joblib": "joblib",
@@ -101,6 +110,9 @@ def describe(err: Exception) -> str:
         return message + (f" (the plugin is not installed: pip install \"dgm-run[{extra}]\")" if extra else "")
     cause = err.__cause__
     full_key = getattr(cause, "full_key", None)
+    if isinstance(cause, OmegaConfBaseException) and full_key and not isinstance(
+            cause, (ConfigKeyError, ConfigAttributeError)):  # a value of the wrong type for its schema
+        return f"{full_key}: {str(cause.msg).splitlines()[0]}"
     if isinstance(cause, OmegaConfBaseException) and full_key:
         allowed = _allowed_keys(full_key)
         if allowed == []:  # an open mapping such as optimizer.phases: new entries take a leading +

@@ -1,16 +1,21 @@
 """Schemas of the config groups and the validation of a composed config.
 
+The schemas are the one source of defaults: the dataclasses below for trainer, optimizer,
+device and logger, and for model and data the nested `Config` class of the class their
+`_target_` names (see models/base.py and data/base.py). composition.py stores them in Hydra's
+ConfigStore, so that the YAML files hold only what differs from a schema.
+
 Hydra composes `configs/` into one DictConfig; `validate()` merges each group into its
 dataclass schema, so that an unknown key, a wrong type or a value out of range becomes a
-UserError that names the key. Models and data sources carry their own schema as a
-nested `Config` class (see models/base.py and data/base.py), found via `_target_`.
+UserError that names the key; `complete()` fills in every schema default (what a run saves).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
@@ -22,7 +27,7 @@ from dgm_run.errors import UserError
 
 @dataclass
 class TrainerConfig:
-    max_epochs: int = 50
+    max_epochs: int = 20
     # When set, training stops after this many batches even if epochs remain.
     max_steps: Optional[int] = None
     # When set, training stops at the first batch after this much training time (evaluation
@@ -30,7 +35,7 @@ class TrainerConfig:
     max_minutes: Optional[float] = None
     # Unlabelled examples per batch (semi-supervised data adds data.labelled_batch_size labelled ones).
     batch_size: int = 100
-    eval_every_epochs: int = 1
+    eval_every_epochs: int = 5
     eval_batch_size: int = 500
     # Checkpoints are written every this many batches, at the end of every epoch, on
     # SIGTERM/SIGINT and at the end of training.
@@ -130,17 +135,19 @@ GROUP_SCHEMAS = {
     "device": DeviceConfig,
     "logger": LoggerConfig,
 }
+# The sections of a config that have a schema, in the order they are validated.
+SECTIONS = (*GROUP_SCHEMAS, "model", "data")
 
 
 def _field_names(schema: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(schema) if not f.name.startswith("_"))
 
 
-def validate_section(schema: type, node: DictConfig, section: str) -> Any:
-    """Merge `node` into `schema` and build the dataclass, or raise a one-line UserError."""
+@contextlib.contextmanager
+def _user_errors(schema: type, section: str) -> Iterator[None]:
+    """Turn what merging into or building `schema` raises into a one-line UserError naming the key."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
-        return OmegaConf.to_object(merged)
+        yield
     except InvalidValue as err:
         raise UserError(f"{section}.{err}") from None
     except ConfigKeyError as err:
@@ -149,6 +156,12 @@ def validate_section(schema: type, node: DictConfig, section: str) -> Any:
     except OmegaConfBaseException as err:
         message = str(err.msg).splitlines()[0]
         raise UserError(f"{section}.{err.full_key}: {message}") from None
+
+
+def validate_section(schema: type, node: DictConfig, section: str) -> Any:
+    """Merge `node` into `schema` and build the dataclass, or raise a one-line UserError."""
+    with _user_errors(schema, section):
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node))
 
 
 def target_class(node: DictConfig, section: str) -> type:
@@ -162,15 +175,30 @@ def target_class(node: DictConfig, section: str) -> type:
         raise UserError(f"{section}._target_: cannot import '{target}' ({str(err).splitlines()[0]})") from None
 
 
+def section_schema(cfg: DictConfig, name: str) -> type:
+    """The schema of section `name` of a composed config: model and data by their `_target_`."""
+    return GROUP_SCHEMAS[name] if name in GROUP_SCHEMAS else target_class(cfg[name], name).Config
+
+
+def complete(cfg: DictConfig) -> DictConfig:
+    """`cfg` with every schema default filled in (model and data from the `Config` of their `_target_`),
+    as a plain config with its interpolations kept: what a run saves, compares and shows in HParams.
+    A key or value that a schema refuses raises the UserError of `validate`."""
+    full = OmegaConf.create(OmegaConf.to_container(cfg))
+    for name in SECTIONS:
+        schema = section_schema(full, name)
+        with _user_errors(schema, name):
+            full[name] = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), full[name]))
+    return full
+
+
 def validate(cfg: DictConfig) -> RunConfig:
     """Validate every group of a composed config; model and data by their own schemas."""
     try:  # resolve interpolations against the whole config before sections are taken apart
         cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     except OmegaConfBaseException as err:
         raise UserError(f"{err.full_key}: {str(err.msg).splitlines()[0]}") from None
-    sections = {name: validate_section(schema, cfg[name], name) for name, schema in GROUP_SCHEMAS.items()}
-    for name in ("model", "data"):
-        sections[name] = validate_section(target_class(cfg[name], name).Config, cfg[name], name)
+    sections = {name: validate_section(section_schema(cfg, name), cfg[name], name) for name in SECTIONS}
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise UserError(f"seed: must be a non-negative integer (got {cfg.seed})")
     if not isinstance(cfg.get("auto_resume", False), bool):
@@ -192,14 +220,3 @@ def flatten(cfg: DictConfig) -> dict[str, Any]:
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat
-
-
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """The config `dgm-run OVERRIDES` would run, composed in-process (for scripts and tests)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module("dgm_run.configs", version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))

@@ -40,7 +40,8 @@ class LossMeter:
             self.sums[phase] = torch.zeros_like(values)
         self.sums[phase] += values
         bad = self.first_bad[phase]
-        self.first_bad[phase] = torch.where((bad < 0) & ~torch.isfinite(values[0]), self.progress.step.long(), bad)
+        # In place: a captured step must write into the tensors it read.
+        bad.copy_(torch.where((bad < 0) & ~torch.isfinite(values[0]), self.progress.step.long(), bad))
 
     def read(self) -> dict[str, dict[str, float]]:
         """The mean of every term per phase since the last read (phases that did not run are left out); resets."""

@@ -11,7 +11,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run import checkpoint
-from dgm_run.config import flatten, target_class, validate
+from dgm_run.config import complete, flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.device import resolve_device
 from dgm_run.errors import UserError
@@ -28,11 +28,12 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
 def resumed_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
-    """The saved config of `run_dir`, with trainer.* overrides applied (e.g. more epochs)."""
+    """The saved config of `run_dir`, every schema default filled in, with trainer.* overrides applied
+    (e.g. more epochs)."""
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         raise UserError(f"resume={run_dir}: no {CONFIG_FILE} there; name the directory of a dgm-run run")
-    cfg = OmegaConf.load(saved)
+    cfg = complete(OmegaConf.load(saved))
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if not key.startswith(("trainer.", "hydra.")):
@@ -45,8 +46,8 @@ def resumed_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
 def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
     """auto_resume continues only the run that the directory holds: the same config up to trainer.*."""
     saved = OmegaConf.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
-    def essence(c: DictConfig) -> dict:
-        return {k: v for k, v in OmegaConf.to_container(c, resolve=True).items() if k != "trainer"}
+    def essence(c: DictConfig) -> dict:  # every value, schema defaults filled in
+        return {k: v for k, v in OmegaConf.to_container(complete(c), resolve=True).items() if k != "trainer"}
     if saved is None or essence(saved) != essence(cfg):
         raise UserError(f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
                         "or choose another directory")
@@ -102,7 +103,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     state = checkpoint.load(run_dir / CHECKPOINT) if resume is not None else None
     trainer = build(cfg, run_dir, state=state)
     if resume is None:
-        OmegaConf.save(cfg, run_dir / CONFIG_FILE)
+        OmegaConf.save(complete(cfg), run_dir / CONFIG_FILE)
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data
@@ -111,7 +112,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
              len(data.x_train), data.steps_per_epoch, run_dir)
     try:
         metrics = trainer.fit()
-        trainer.logger.hparams(flatten(cfg), {k: v for k, v in metrics.items() if k.startswith("eval/")})
+        trainer.logger.hparams(flatten(complete(cfg)), {k: v for k, v in metrics.items() if k.startswith("eval/")})
     finally:
         trainer.logger.close()
     checkpoint.write_json(run_dir / METRICS_FILE, metrics)

@@ -5,39 +5,36 @@ device's measured matrix-multiply rate; for M2, ADGM and SDGM also a straightfor
     python scripts/benchmark.py --models adgm --windows 9 --json bench.json
     python scripts/benchmark.py --tiny --json out.json  # seconds: what CI runs
 
-Each model is built from the real configs (Hydra's compose API, `experiment=adgm_mnist`, ...),
-validated as `dgm-run` validates them, trained on synthetic uint8 digits of MNIST's shape
-(the speed does not depend on pixel values; no data set is needed) and timed through the
-real `Trainer.train_step`, batch fetch and binarization included, as training runs it.
+Each model's trainer is built as `dgm-run` builds it (`dgm_run.train.build` on the composed
+experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of MNIST's shape
+(the speed does not depend on pixel values; no data set is needed), and timed through its own
+`Trainer.train_step`, batch fetch and binarization included, as training runs it.
 
 - samples/s: samples per step (batch_size, + labelled_batch_size for semi-supervised models)
   over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
-- evaluation: the trainer's own averaging of `model.evaluate` (test error, the importance-
-  weighted log-likelihood, ...) over `--eval-digits` test digits in batches of
-  trainer.eval_batch_size: digits/s (median of 3 passes after one), FLOPs per digit and the
-  share of the matmul rate, to set beside the training step's.
+- evaluation: the trainer's own averaging of `model.evaluate` (`trainer.evaluator.average_metrics`:
+  test error, the importance-weighted log-likelihood, ...) over `--eval-digits` test digits in
+  batches of trainer.eval_batch_size: digits/s (median of 3 passes after one), FLOPs per digit
+  and the share of the matmul rate, to set beside the training step's.
 - matmul rate: large square matmuls (fp32; bf16 with --precision bf16) on the same device in
-  the same run, one burst after each round of timed windows; "share" is a model's achieved
-  FLOP/s over the median of the bursts taken between its own windows. The real and the
-  reference step's windows take turns, so a drifting machine slows both alike.
+  the same run, at the matmul precision the first trainer set; one burst after each round of
+  timed windows; "share" is a model's achieved FLOP/s over the median of the bursts taken
+  between its own windows. The real and the reference step's windows take turns, so a drifting
+  machine slows both alike.
 
-The reference path (M2, ADGM, SDGM): the textbook exact sum over y. Each unlabelled x is tiled
-once per label, the labelled x keep their labels, and all rows go through the networks at once;
-every network that sees y takes [inputs, onehot(y)] through one concatenated first layer, so
-q(a|x) and every first layer are recomputed for each of the K labels (the classifier q(y|a,x)
-does not see y and runs once per x). Its parameters are copies
-of the real model's (the concatenated first layers hold the same numbers), and it draws its
-noise in the same order, so with the same seed it gives the same loss: the script records the
-largest difference over every loss term. The reference trains its own copy with its own Adam.
+The reference (M2, ADGM, SDGM) is `dgm_run.models.straightforward`: the textbook exact sum over
+y, every unlabelled x tiled over the labels and one-hot y concatenated to every first layer, so
+that q(a|x) and every first layer are recomputed for each of the K labels. Its parameters are
+copies of the real model's and it draws its noise in the same order, so with the same seed it
+gives the same loss: the script records the largest difference over every loss term. The
+reference trains its own copy with its own optimizer.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import platform
 import statistics
 import sys
 import tempfile
@@ -46,36 +43,19 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO))
+from dgm_run import report as reports
+from dgm_run.composition import compose
+from dgm_run.contract import Batch
+from dgm_run.data.base import DeviceData, Splits
+from dgm_run.models.straightforward import StraightforwardSemiSupervised, compare, reference_for
+from dgm_run.optim import build_optimizer
+from dgm_run.train import build as build_trainer
+from dgm_run.trainer import Trainer
 
-from dgm_run.config import compose  # noqa: E402
-from dgm_run.data.base import Batch, DeviceData, Splits  # noqa: E402
-from dgm_run.device import configure_precision, device_name, forked_rng  # noqa: E402
-from dgm_run.train import build as build_run  # noqa: E402
-from dgm_run.train import write_json_atomic  # noqa: E402
-from dgm_run.models.adgm import ADGM  # noqa: E402
-from dgm_run.models.m2 import M2  # noqa: E402
-from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob  # noqa: E402
-from dgm_run.models.semi_supervised import objective  # noqa: E402
-from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
-from dgm_run.trainer import Trainer, build_optimizer  # noqa: E402
-
+# Paper-sized networks and batches: the experiment file <model>_mnist (vae: M1's 784-500-500-50 on MNIST).
 MODELS = ("vae", "m2", "adgm", "sdgm", "avb", "ddgm")
-# Paper-sized networks and batches: the experiment files (model=vae: M1's 784-500-500-50 on MNIST).
-PAPER = {
-    "vae": ["experiment=vae_mnist"],
-    "m2": ["experiment=m2_mnist"],
-    "adgm": ["experiment=adgm_mnist"],
-    "sdgm": ["experiment=sdgm_mnist"],
-    "avb": ["experiment=avb_mnist"],
-    "ddgm": ["experiment=ddgm_mnist"],
-}
 # --tiny: small networks and batches, so that CI runs everything in seconds.
 TINY_BATCH = ["trainer.batch_size=20", "data.labelled_batch_size=20"]
 TINY = {
@@ -88,7 +68,6 @@ TINY = {
     "ddgm": ["model.generator_hidden=[32,32]", "model.energy_hidden=[32,32]", "model.z_dim=8",
              "model.features=16", "model.experts=16"],
 }
-COMMON = ["logger=none", "trainer.progress_bar=false"]
 
 
 # ----------------------------------------------------------------------------- setup
@@ -100,136 +79,25 @@ def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
     return Splits(x[:n_train], y[:n_train], x[n_train:], y[n_train:], n_classes=10)
 
 
-def build(name: str, args: argparse.Namespace, device: torch.device, run_dir: Path) -> Trainer:
-    """The trainer `dgm-run` builds for this model's paper config, on synthetic digits."""
-    tiny = args.tiny
-    overrides = (PAPER[name] + COMMON + [f"device={device.type}", f"trainer.precision={args.precision}",
-                                         f"trainer.compile={str(args.compile).lower()}"]
-                 + (TINY[name] + TINY_BATCH if tiny else []))
-    rc, model, data, autocast = build_run(compose(overrides), synthetic_digits(1000 if tiny else 60_000,
-                                                                               200 if tiny else 10_000))
-    trainer = Trainer(rc, model, data, run_dir, TensorBoardLogger(run_dir, False), autocast)
-    trainer.overrides = overrides  # for the report
-    return trainer
+def overrides(name: str, args: argparse.Namespace) -> list[str]:
+    """The dgm-run overrides of this model's benchmark run."""
+    return ([f"experiment={name}_mnist", "logger=none", "trainer.progress_bar=false", f"device={args.device}",
+             f"trainer.precision={args.precision}", f"trainer.compile={str(args.compile).lower()}"]
+            + (TINY[name] + TINY_BATCH if args.tiny else []))
 
 
-# --------------------------------------------------------------- the reference path
-def joined(*layers: Optional[nn.Module]) -> nn.Linear:
-    """One Linear on the concatenated inputs of several layers (Linear or PartsLinear; None: absent):
-    the same numbers, one matmul."""
-    parts = [part for layer in layers if layer is not None
-             for part in (layer.parts if isinstance(layer, PartsLinear) else [layer])]
-    first = parts[0]
-    out = nn.Linear(sum(layer.in_features for layer in parts), first.out_features,
-                    device=first.weight.device, dtype=first.weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(torch.cat([layer.weight for layer in parts], 1))
-        out.bias.copy_(next(layer.bias for layer in parts if layer.bias is not None))
-    return out
-
-
-class StraightforwardSemiSupervised(nn.Module):
-    """The textbook exact sum over y for M2, ADGM and SDGM: every unlabelled x tiled over the K
-    labels, the labelled x with their own labels, all rows through the networks at once, one-hot
-    y concatenated to every first layer that sees it; q(a|x) computed on every row.
-
-    Built from a real model, its parameters hold the same numbers, and it draws its standard
-    normal noise in the model's order, so that the same seed gives the same loss.
-    """
-
-    def __init__(self, model: M2 | ADGM) -> None:
-        super().__init__()
-        self.model_ref = [model]  # log_px, alpha, cfg: no parameters; kept out of this module's
-        self.k = model.n_classes
-        self.auxiliary = isinstance(model, ADGM)
-        self.skip = self.auxiliary and model.skip
-        # q(y|.): M2's on x; ADGM's on [a, x] through one concatenated first layer.
-        self.q_y = nn.Sequential(joined(model.q_y_in), *copy.deepcopy(model.q_y)) if self.auxiliary \
-            else copy.deepcopy(model.q_y)
-        self.q_z_first = joined(model.q_z_in.example, model.q_z_in.y)  # [(a,) x, y]
-        self.q_z = copy.deepcopy(model.q_z)
-        self.p_x_first = joined(model.p_x_in.example, model.p_x_in.row, model.p_x_in.y)  # [(a,) z, y]
-        self.p_x = copy.deepcopy(model.p_x)
-        if self.auxiliary:
-            self.q_a = copy.deepcopy(model.q_a)
-            self.p_a_first = joined(model.p_a_in.example, model.p_a_in.row, model.p_a_in.y)  # [(x,) z, y]
-            self.p_a = copy.deepcopy(model.p_a)
-
-    @property
-    def model(self):
-        return self.model_ref[0]
-
-    @staticmethod
-    def gaussian(params: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        mu, logvar = params.chunk(2, dim=-1)
-        return mu + torch.exp(0.5 * logvar) * eps, mu, logvar
-
-    def log_weight(self, x: Tensor, onehot: Tensor, a: Optional[Tensor], log_q_a: Optional[Tensor]) -> Tensor:
-        """log p(x, y, latents) - log q(latents|x, y) per row, every input concatenated with onehot(y)."""
-        m = self.model
-        params = self.q_z(self.q_z_first(torch.cat([a, x, onehot] if self.auxiliary else [x, onehot], -1)))
-        eps = torch.randn(len(x), m.cfg.z_dim, device=x.device, dtype=x.dtype)
-        z, mu_z, logvar_z = self.gaussian(params, eps)
-        out = self.p_x(self.p_x_first(torch.cat([a, z, onehot] if self.skip else [z, onehot], -1)))
-        log_w = m.log_px(out, x) + standard_normal_log_prob(z) + m.log_prior_y - normal_log_prob(z, mu_z, logvar_z)
-        if self.auxiliary:
-            mu_a, logvar_a = self.p_a(self.p_a_first(torch.cat([z, onehot] if self.skip else [x, z, onehot], -1))
-                                      ).chunk(2, dim=-1)
-            log_w = log_w + normal_log_prob(a, mu_a, logvar_a) - log_q_a
-        return log_w
-
-    def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
-        m, k = self.model, self.k
-        repeat = m.cfg.samples
-        x_l = batch.x_labelled.flatten(1).repeat(repeat, 1)
-        y_l = batch.y_labelled.repeat(repeat)
-        x_u = batch.x.flatten(1).repeat(repeat, 1)
-        n_l, b = len(x_l), len(x_u)
-        # Rows: the labelled examples with their labels, then each unlabelled example with each label.
-        x = torch.cat([x_l, x_u.repeat_interleave(k, 0)])
-        onehot = torch.cat([F.one_hot(y_l, k), torch.eye(k, device=x.device, dtype=y_l.dtype).repeat(b, 1)]).to(x)
-        first = torch.cat([torch.arange(n_l), n_l + k * torch.arange(b)]).to(x.device)  # each example's first row
-
-        a = log_q_a = None
-        if self.auxiliary:  # q(a|x) on every row: K times per unlabelled example, one draw per example
-            eps = torch.randn(n_l + b, m.cfg.a_dim, device=x.device, dtype=x.dtype)
-            eps = torch.cat([eps[:n_l], eps[n_l:].repeat_interleave(k, 0)])
-            a, mu_a, logvar_a = self.gaussian(self.q_a(x), eps)
-            log_q_a = normal_log_prob(a, mu_a, logvar_a)
-            logits = self.q_y(torch.cat([a[first], x[first]], -1))
-        else:
-            logits = self.q_y(x[first])
-        cls = F.cross_entropy(logits[:n_l], y_l)
-        log_w = self.log_weight(x, onehot, a, log_q_a)
-        return objective(log_w[:n_l], log_w[n_l:].view(b, k), F.log_softmax(logits[n_l:], dim=-1), cls, m.alpha)
-
-
-def reference_step(ref: StraightforwardSemiSupervised, optimizer: torch.optim.Optimizer,
-                   autocast: Any, compile: bool) -> Callable[[Batch], None]:
-    """One optimizer step of the reference, with torch.compile exactly when the real step has it."""
-    loss = torch.compile(ref.loss) if compile else ref.loss
+def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Callable[[Batch], None]:
+    """One step of the reference with its own optimizer, autocast and torch.compile as the trainer's."""
+    optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
+    loss = torch.compile(ref.loss) if trainer.tcfg.compile else ref.loss
 
     def step(batch: Batch) -> None:
         ref.zero_grad(set_to_none=True)
-        with autocast:
+        with trainer.autocast:
             terms = loss("elbo", batch)
         terms["loss"].backward()
         optimizer.step()
     return step
-
-
-def same_loss(trainer: Trainer, ref: StraightforwardSemiSupervised, batch: Batch) -> dict[str, float]:
-    """Both losses at the same parameters from the same seed: the largest differences over the terms."""
-    values = []
-    for fn in (trainer.model.loss, ref.loss):
-        with forked_rng(trainer.device), torch.no_grad(), trainer.autocast:
-            torch.manual_seed(1234)
-            values.append({name: t.double() for name, t in fn("elbo", batch).items()})
-    real, straight = values
-    abs_diff = max(float((real[n] - straight[n]).abs()) for n in real)
-    rel_diff = max(float((real[n] - straight[n]).abs() / real[n].abs().clamp_min(1e-12)) for n in real)
-    return {"loss": float(real["loss"]), "reference_loss": float(straight["loss"]),
-            "max_abs_diff": abs_diff, "max_rel_diff": rel_diff}
 
 
 # ---------------------------------------------------------------------- measuring
@@ -279,23 +147,24 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
 
 
 def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[str, Any]:
-    """The trainer's test metrics (Trainer.average_metrics: model.evaluate in eval_batch_size
+    """The trainer's test metrics (its evaluator's average_metrics: model.evaluate in eval_batch_size
     batches, summed on the device) on the first n_digits test digits: seconds per pass (median of
     `repeats` after one untimed, which counts the FLOPs of a pass)."""
+    evaluator = trainer.evaluator
     x, y = trainer.data.x_test[:n_digits], trainer.data.y_test[:n_digits]
     trainer.model.eval()
     with torch.no_grad(), trainer.autocast:
         with FlopCounterMode(display=False) as counter:  # also the warm-up pass
-            trainer.average_metrics("eval", x, y)
+            evaluator.average_metrics("eval", x, y)
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
-            trainer.average_metrics("eval", x, y)  # returns floats: the device has finished
+            evaluator.average_metrics("eval", x, y)  # returns floats: the device has finished
             seconds.append(time.perf_counter() - started)
     trainer.model.train()
     median = statistics.median(seconds)
     flops = int(counter.get_total_flops())
-    return {"digits": len(x), "batch_size": trainer.tcfg.eval_batch_size, "seconds": median,
+    return {"digits": len(x), "batch_size": evaluator.batch_size, "seconds": median,
             "digits_per_s": len(x) / median, "flops_per_digit": flops / len(x), "flop_per_s": flops / median,
             "pass_seconds": seconds}
 
@@ -351,42 +220,35 @@ def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict
             "window_seconds_per_step": seconds}
 
 
-def bench_model(name: str, args: argparse.Namespace, device: torch.device, rate: MatmulRate,
-                run_dir: Path) -> dict[str, Any]:
+def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: MatmulRate) -> dict[str, Any]:
     started = time.perf_counter()
-    trainer = build(name, args, device, run_dir)
-    data = trainer.data
-    samples = data.batch_size + (data.labelled_batch_size if data.labelled is not None else 0)
+    data, model = trainer.data, trainer.model
+    samples = data.samples_per_step
     batch = data.batch(data.plan_epoch(), 0)
-    model = trainer.model
     steps = {"real": trainer.train_step}
-    flops = {"real": count_flops(trainer.train_step, batch)}
-    if isinstance(model, (M2, ADGM)) and model.cfg.marginalize == "exact":
-        ref = StraightforwardSemiSupervised(model)
-        check = same_loss(trainer, ref, batch)  # before any step: the parameters are still equal
-        optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
-        steps["reference"] = reference_step(ref, optimizer, trainer.autocast, trainer.tcfg.compile)
-        flops["reference"] = count_flops(steps["reference"], batch)
-    seconds, rates = time_interleaved(steps, data, device, args.warmup, args.windows, args.steps_per_window,
-                                      rate.burst)
+    ref = reference_for(model)
+    if ref is not None:
+        check = compare(model, ref, batch, autocast=trainer.autocast)  # before any step: the same parameters
+        steps["reference"] = reference_step(ref, trainer)
+    flops = {kind: count_flops(step, batch) for kind, step in steps.items()}
+    seconds, rates = time_interleaved(steps, data, trainer.device, args.warmup, args.windows,
+                                      args.steps_per_window, rate.burst)
     peak = statistics.median(rates)
-    top = profile(trainer.train_step, data, device, args.steps_per_window, args.profile) if args.profile else None
+    top = profile(trainer.train_step, data, trainer.device, args.steps_per_window, args.profile) if args.profile else None
     evaluation = time_evaluation(trainer, args.eval_digits)
     evaluation["share_of_matmul"] = evaluation["flop_per_s"] / rate.burst()
-    result = {"model": name, "class": type(model).__name__, "overrides": trainer.overrides,
+    result = {"model": name, "class": type(model).__name__, "overrides": overrides(name, args),
               "parameters": sum(p.numel() for p in model.parameters()), "batch_size": data.batch_size,
-              "labelled_batch_size": data.labelled_batch_size if data.labelled is not None else 0,
-              "samples_per_step": samples, "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
+              "labelled_batch_size": data.labelled_batch_size, "samples_per_step": samples,
+              "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
               "matmul_flop_per_s": peak, "window_matmul_flop_per_s": rates,
-              **figures(flops["real"], seconds["real"], samples, peak)}
-    result["eval"] = evaluation
+              **figures(flops["real"], seconds["real"], samples, peak), "eval": evaluation}
     if top is not None:
         result["profile"] = top
-    if "reference" in steps:
-        reference = figures(flops["reference"], seconds["reference"], samples, peak)
-        reference.update(check)
-        reference["description"] = ("x tiled over the labels; q(a|x) and every first layer that sees y on "
-                                    "[inputs, onehot(y)] for each label; q(y|.) once per x")
+    if ref is not None:
+        reference = {**figures(flops["reference"], seconds["reference"], samples, peak), **check,
+                     "description": "x tiled over the labels; q(a|x) and every first layer that sees y on "
+                                    "[inputs, onehot(y)] for each label; q(y|.) once per x"}
         result["reference"] = reference
         result["flop_ratio"] = flops["real"] / flops["reference"]  # real step's FLOPs over the reference's
         result["speed_ratio"] = result["samples_per_s"] / reference["samples_per_s"]  # real over reference
@@ -404,8 +266,7 @@ def si(value: float, unit: str = "") -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     mm = report["matmul"]
-    lines = [f"Device: {report['device_name']} ({report['device']}, {report['threads']} threads); "
-             f"torch {report['torch']}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
+    lines = [f"Device: {reports.describe(report)}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
              f"({mm['n']}x{mm['n']} {mm['dtype']}, median of {mm['repeats']}); precision {report['precision']}"
              f"{', compiled' if report['compile'] else ''}; "
              f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
@@ -473,33 +334,30 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         parser.error("--windows, --steps-per-window and --eval-digits must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible to PyTorch")
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
     started = time.perf_counter()
-    # The models run at --precision (auto: fp32 on CPU, TF32 on CUDA); the matmul rate is taken at that
-    # same setting, in bfloat16 for bf16 (autocast runs the matmuls in it).
-    configure_precision(args.precision, device)
-    n = args.matmul_size or (256 if args.tiny else 8192 if device.type == "cuda" else 2048)
-    rate = MatmulRate(device, n, torch.bfloat16 if args.precision == "bf16" else torch.float32)
-    peak = rate.measure(3 if args.tiny else 7)
-    report: dict[str, Any] = {
-        "device": str(device),
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-        "tiny": args.tiny, "precision": args.precision, "compile": args.compile, "windows": args.windows, "steps_per_window": args.steps_per_window,
-        "warmup": args.warmup, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "matmul": peak, "models": {},
-    }
+    splits = synthetic_digits(1000, 200) if args.tiny else synthetic_digits(60_000, 10_000)
+    report: dict[str, Any] = {}
+    rate = None
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            report["models"][name] = bench_model(name, args, device, rate, Path(tmp) / name)
-            r = report["models"][name]
+            trainer = build_trainer(compose(overrides(name, args)), Path(tmp) / name, splits=splits)
+            if rate is None:
+                # After the first trainer has set the run's matmul precision (auto: fp32 on CPU, TF32 on
+                # CUDA), at which every model runs: the matmul rate at that setting, in bfloat16 when
+                # the trainer autocasts to it.
+                device = trainer.device
+                n = args.matmul_size or (256 if args.tiny else 8192 if device.type == "cuda" else 2048)
+                rate = MatmulRate(device, n, getattr(trainer.autocast, "fast_dtype", torch.float32))
+                report = {**reports.header(device), "tiny": args.tiny, "precision": args.precision,
+                          "compile": args.compile, "windows": args.windows, "steps_per_window": args.steps_per_window,
+                          "warmup": args.warmup, "matmul": rate.measure(3 if args.tiny else 7), "models": {}}
+            r = report["models"][name] = bench_model(name, args, trainer, rate)
             print(f"{name}: {r['samples_per_s']:.1f} samples/s, {si(r['flops_per_step'], 'FLOP')}/step, "
                   f"{100 * r['share_of_matmul']:.1f} % of matmul; evaluation {r['eval']['digits_per_s']:.0f} digits/s, "
                   f"{100 * r['eval']['share_of_matmul']:.1f} % ({r['bench_seconds']:.1f} s)", file=sys.stderr)
     report["total_seconds"] = time.perf_counter() - started
     print(markdown(report))
-    if args.json is not None:
-        write_json_atomic(args.json, report)
+    reports.save(report, args.json)
     return report
 
 

@@ -24,6 +24,8 @@ from typing import Optional
 
 import yaml
 
+from dgm_run.evaluate import CLASS_TAG
+
 
 @dataclass
 class Job:
@@ -78,7 +80,7 @@ def default_metrics(jobs: list[Job]) -> list[str]:
     """The held-out metrics every finished job reports (per-class ones left out)."""
     finished = [set(job.metrics) for job in jobs if job.metrics is not None]
     common = set.intersection(*finished) if finished else set()
-    return sorted(m for m in common if m.startswith(("eval/", "valid/")) and "/class_" not in m)
+    return sorted(m for m in common if m.startswith(("eval/", "valid/")) and CLASS_TAG not in m)
 
 
 def markdown(keys: list[str], rows: list[dict], metrics: list[str]) -> str:

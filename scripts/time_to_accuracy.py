@@ -5,13 +5,13 @@
     python scripts/time_to_accuracy.py --experiment sdgm_mnist --targets 0.9 data.root=DIR
 
 Trains `experiment=adgm_mnist` (the paper's settings; any further dgm-run overrides may follow)
-with the real trainer on the device the config picks, and after every `--eval-every-epochs`
-epochs measures the test accuracy as dgm-run's evaluation does: q(y|a,x) averaged over
-model.eval_samples draws of a, on all 10,000 test digits. The clock is the trainer's training
-time: the training steps only, not these measurements nor the epoch-end checkpoints. It stops
-when the last target is reached or after --max-minutes of training, and reports, per target,
-the training time, epoch and step of the first measurement at or above it (or that it was not
-reached), as a table and optionally as JSON.
+with the trainer `dgm-run` builds, on the device the config picks, and evaluates it as dgm-run
+does every `--eval-every-epochs` epochs (it sets trainer.eval_every_epochs): the test accuracy is
+the run's eval/accuracy, q(y|a,x) averaged over model.eval_samples draws of a, on all 10,000
+test digits. The clock is the trainer's training time: the training steps only, not the
+evaluations nor the epoch-end checkpoints. It stops when the last target is reached or after
+--max-minutes of training, and reports, per target, the training time, epoch and step of the
+first evaluation at or above it (or that it was not reached), as a table and optionally as JSON.
 """
 
 from __future__ import annotations
@@ -23,36 +23,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO))
-
-from dgm_run.config import compose  # noqa: E402
-from dgm_run.device import device_name, forked_rng  # noqa: E402
-from dgm_run.errors import UserError  # noqa: E402
-from dgm_run.models.semi_supervised import SemiSupervisedModel  # noqa: E402
-from dgm_run.tensorboard import TensorBoardLogger  # noqa: E402
-from dgm_run.train import build, write_json_atomic  # noqa: E402
-from dgm_run.trainer import Trainer  # noqa: E402
-
-
-@torch.no_grad()
-def test_accuracy(trainer: Trainer) -> float:
-    """Accuracy of the model's classify() on the whole test set, in evaluation batches, with an RNG
-    stream of its own so that measuring never changes the training run."""
-    model, data = trainer.model, trainer.data
-    correct = torch.zeros((), device=trainer.device)
-    size = trainer.tcfg.eval_batch_size
-    model.eval()
-    with forked_rng(trainer.device), trainer.autocast:
-        torch.manual_seed(trainer.step)
-        for start in range(0, len(data.x_test), size):
-            x, y = data.x_test[start:start + size], data.y_test[start:start + size]
-            correct += (model.classify(x.flatten(1)).argmax(-1) == y).sum()
-    model.train()
-    return float(correct) / len(data.x_test)
+from dgm_run import report as reports
+from dgm_run.composition import compose
+from dgm_run.errors import UserError
+from dgm_run.evaluate import headline
+from dgm_run.models.semi_supervised import SemiSupervisedModel
+from dgm_run.train import build
+from dgm_run.trainer import Trainer
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -63,31 +40,27 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98, 0.99],
                         help="test accuracies to time (default 0.95 0.98 0.99)")
     parser.add_argument("--max-minutes", type=float, default=60.0, help="training minutes before giving up")
-    parser.add_argument("--eval-every-epochs", type=int, default=1, help="epochs between measurements")
+    parser.add_argument("--eval-every-epochs", type=int, default=1,
+                        help="epochs between evaluations (trainer.eval_every_epochs, default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.max_minutes <= 0 or args.eval_every_epochs < 1 or not all(0 < t <= 1 for t in args.targets):
         parser.error("--max-minutes must be > 0, --eval-every-epochs >= 1, --targets in (0, 1]")
     targets = sorted(args.targets)
-
     overrides = [f"experiment={args.experiment}", "logger=none", "trainer.progress_bar=false",
-                 f"trainer.max_minutes={args.max_minutes}", *args.overrides]
-    try:
-        rc, model, data, autocast = build(compose(overrides))
-    except UserError as err:
-        sys.exit(f"time_to_accuracy: error: {err}")
-    if not isinstance(model, SemiSupervisedModel):
-        sys.exit(f"time_to_accuracy: error: --experiment {args.experiment} is not a semi-supervised classifier")
+                 f"trainer.max_minutes={args.max_minutes}", *args.overrides,
+                 f"trainer.eval_every_epochs={args.eval_every_epochs}"]
 
     started = time.perf_counter()
     curve: list[dict[str, float]] = []
     reached: dict[float, dict[str, float]] = {}
 
     def measure(trainer: Trainer) -> bool:
-        if trainer.epoch % args.eval_every_epochs:
+        """After an epoch's evaluation: its test accuracy on the curve; True (stop) once every target is reached."""
+        if trainer.evaluated_step != trainer.step:
             return False
         point = {"train_seconds": trainer.train_seconds, "epoch": trainer.epoch, "step": trainer.step,
-                 "accuracy": test_accuracy(trainer), "wall_seconds": time.perf_counter() - started}
+                 "accuracy": trainer.metrics["eval/accuracy"], "wall_seconds": time.perf_counter() - started}
         curve.append(point)
         print(f"epoch {point['epoch']} step {point['step']}: test accuracy {100 * point['accuracy']:.2f} % "
               f"after {point['train_seconds']:.1f} s of training", file=sys.stderr, flush=True)
@@ -97,21 +70,22 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         return len(reached) == len(targets)
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(rc, model, data, Path(tmp), TensorBoardLogger(Path(tmp), False), autocast)
+        try:
+            trainer = build(compose(overrides), Path(tmp))
+        except UserError as err:
+            sys.exit(f"time_to_accuracy: error: {err}")
+        if not isinstance(trainer.model, SemiSupervisedModel):
+            sys.exit(f"time_to_accuracy: error: --experiment {args.experiment} is not a semi-supervised classifier")
         trainer.on_epoch_end = measure
         final = trainer.fit()
 
     report = {
-        "experiment": args.experiment, "overrides": overrides, "device": str(trainer.device),
-        "device_name": device_name(trainer.device),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "experiment": args.experiment, "overrides": overrides, **reports.header(trainer.device),
         "max_minutes": args.max_minutes, "train_seconds": trainer.train_seconds, "epochs": trainer.epoch,
         "steps": trainer.step, "wall_seconds": time.perf_counter() - started,
-        "targets": {str(t): reached.get(t) for t in targets}, "curve": curve,
-        "final": {k: v for k, v in final.items() if "/class_" not in k},
+        "targets": {str(t): reached.get(t) for t in targets}, "curve": curve, "final": headline(final),
     }
-    lines = [f"{args.experiment} on {report['device_name']} ({report['device']}, {report['threads']} threads), "
-             f"torch {report['torch']}: {trainer.step} steps, {trainer.epoch} epochs, "
+    lines = [f"{args.experiment} on {reports.describe(report)}: {trainer.step} steps, {trainer.epoch} epochs, "
              f"{trainer.train_seconds:.0f} s of training",
              "", "| test accuracy | training time | epoch | step |", "| ---: | ---: | ---: | ---: |"]
     for target in targets:
@@ -119,8 +93,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         lines.append(f"| {100 * target:g} % | " + (f"{point['train_seconds']:.1f} s | {point['epoch']} | {point['step']} |"
                                                  if point else f"not reached in {args.max_minutes:g} min | | |"))
     print("\n".join(lines))
-    if args.json is not None:
-        write_json_atomic(args.json, report)
+    reports.save(report, args.json)
     return report
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from dgm_run.config import compose
+from dgm_run.composition import compose
 
 REPO = Path(__file__).resolve().parents[1]
 # Real MNIST beside the project, or wherever DGM_RUN_MNIST_ROOT points (a folder holding MNIST/raw).

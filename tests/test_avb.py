@@ -129,3 +129,21 @@ def test_log_likelihood_estimate_is_exact_for_a_decoder_that_ignores_z():
 def test_bad_config_values_are_user_errors(tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         run(compose_cfg("experiment=avb_toy", *TINY_TOY, override), tmp_path)
+
+
+def test_gaussian_likelihood_fits_continuous_2d_data_and_bernoulli_refuses_it():
+    """The decoder's likelihood is the toolkit's head: a Gaussian one models a 2-D toy's points."""
+    spec = DataSpec(shape=(2,), n_classes=8, is_image=False, n_train=100, unit_interval=False)
+    with pytest.raises(UserError, match="model=avb has a Bernoulli likelihood"):
+        AVB(AVB.Config(), spec)
+    torch.manual_seed(0)
+    model = AVB(AVB.Config(likelihood="gaussian", hidden=[16], noise_dim=4, discriminator_hidden=[16],
+                           iw_samples=20, ac_samples=4), spec)
+    assert model.decoder[-1].out_features == 4  # a mean and a log-variance per coordinate
+    from dgm_run.data.base import Batch
+
+    x = torch.randn(16, 2)
+    for phase in ("adversary", "primal"):
+        assert torch.isfinite(model.loss(phase, Batch(x=x))["loss"])
+    metrics = model.evaluate(x, torch.zeros(16, dtype=torch.long))
+    assert all(torch.isfinite(v).all() for v in metrics.values())

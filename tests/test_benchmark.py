@@ -21,6 +21,7 @@ def test_tiny_benchmark_reports_every_model(tmp_path):
     report = json.loads(out.read_text())
 
     assert report["tiny"] and report["device"] == "cpu"
+    assert {"device_name", "threads", "torch", "python", "time"} <= set(report)  # dgm_run.report's header
     assert report["matmul"]["flop_per_s"] > 0
     assert set(report["models"]) == set(MODELS)
     for name, r in report["models"].items():

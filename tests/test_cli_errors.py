@@ -17,7 +17,9 @@ BAD_INPUT = [
     (["model=foo"], f"model=foo is not a known option; choose one of: {config_options('model')}"),
     (["data=bar"], f"data=bar is not a known option; choose one of: {config_options('data')}"),
     (["trainer.max_epoch=5"], "unknown key 'trainer.max_epoch'; allowed keys here: max_epochs, max_steps"),
-    (["model.hiden=[10]"], "unknown key 'model.hiden'; allowed keys here: _target_, z_dim, hidden"),
+    # Every key of VAE.Config, schema defaults included (test_config checks the whole list).
+    (["model.hiden=[10]"], "unknown key 'model.hiden'; allowed keys here: _target_, schedule, simultaneous, "),
+    (["model.z_dim=abc"], "model.z_dim: Value 'abc' of type 'str' could not be converted to Integer"),
     (["trainer.batch_size=0"], "trainer.batch_size: must be a positive integer (got 0)"),
     (["trainer.batch_size=-5"], "trainer.batch_size: must be a positive integer (got -5)"),
     (["trainer.max_epochs=0"], "trainer.max_epochs: must be a positive integer (got 0)"),

@@ -17,7 +17,6 @@ from dgm_run.models import m2 as m2_module
 from dgm_run.models import nn as nn_module
 from dgm_run.models.adgm import ADGM
 from dgm_run.models.m2 import M2
-from dgm_run.models.nn import bernoulli_log_prob, normal_log_prob, standard_normal_log_prob
 from dgm_run.models.sdgm import SDGM
 from dgm_run.models.semi_supervised import Labels
 from dgm_run.train import run
@@ -32,45 +31,37 @@ def fixed_noise(monkeypatch, module, *noises: torch.Tensor) -> None:
     monkeypatch.setattr(module, "reparameterize", lambda mu, logvar: mu + torch.exp(0.5 * logvar) * queue.pop(0))
 
 
-def test_m2_exact_sum_matches_a_loop_over_concatenated_layers(monkeypatch):
-    torch.manual_seed(0)
-    model = M2(M2.Config(z_dim=2, hidden=[8, 6]), SPEC)
-    x = torch.bernoulli(torch.full((5, 16), 0.4))
-    eps = torch.randn(5, 3, 2)
-    fixed_noise(monkeypatch, m2_module, eps.flatten(0, 1))  # one row per (example, label), label-minor
-    fast = model.log_weight(x, Labels(3, every=5), model.prepare(x))
-    assert fast.shape == (15,)
+def exact_sum_against_the_textbook(model) -> dict[str, float]:
+    """The model's loss terms (the exact sum over y of labels.py: what does not depend on y computed once
+    per x) against the textbook exact sum of dgm_run.models.straightforward (x tiled over the labels,
+    one-hot y concatenated to every first layer, q(a|x) on every row) at the same parameters and seed."""
+    from dgm_run.contract import Batch
+    from dgm_run.models.straightforward import compare, reference_for
 
-    # The textbook network: first layers on [x, onehot(y)] and [z, onehot(y)], one label at a time.
-    enc, dec = model.q_z_in.example.parts[0], model.p_x_in.row.parts[0]
-    enc_w = torch.cat([enc.weight, model.q_z_in.y.weight], 1)
-    dec_w = torch.cat([dec.weight, model.p_x_in.y.weight], 1)
-    columns = []
-    for label in range(3):
-        onehot = F.one_hot(torch.full((5,), label), 3).float()
-        mu, logvar = model.q_z(F.linear(torch.cat([x, onehot], 1), enc_w, enc.bias)).chunk(2, -1)
-        z = mu + torch.exp(0.5 * logvar) * eps[:, label]
-        logits = model.p_x(F.linear(torch.cat([z, onehot], 1), dec_w, dec.bias))
-        columns.append(bernoulli_log_prob(logits, x) + standard_normal_log_prob(z) - math.log(3)
-                       - normal_log_prob(z, mu, logvar))
-    torch.testing.assert_close(fast.view(5, 3), torch.stack(columns, 1), rtol=1e-5, atol=1e-5)
+    batch = Batch(x=torch.bernoulli(torch.full((5, 1, 4, 4), 0.4)),
+                  x_labelled=torch.bernoulli(torch.full((4, 1, 4, 4), 0.6)), y_labelled=torch.tensor([0, 2, 1, 2]))
+    reference = reference_for(model)
+    check = compare(model, reference, batch, seed=1)
+    # The agreement is the same draws' doing: from another seed, the loss differs.
+    assert abs(compare(model, reference, batch, seed=2)["loss"] - check["reference_loss"]) > 1e-3
+    return check
+
+
+def test_m2_exact_sum_matches_a_loop_over_concatenated_layers():
+    torch.manual_seed(0)
+    model = M2(M2.Config(z_dim=2, hidden=[8, 6], samples=2), SPEC)
+    check = exact_sum_against_the_textbook(model)
+    assert check["max_rel_diff"] < 1e-5 and check["max_abs_diff"] < 1e-4, check
 
 
 @pytest.mark.parametrize("model_class", [ADGM, SDGM])
-def test_auxiliary_models_exact_sum_matches_a_per_label_loop(monkeypatch, model_class):
-    """Every label at once (q(a|x) and x's first-layer parts computed once) equals a loop that
-    recomputes everything for each label, given the same draws of a and z."""
+def test_auxiliary_models_exact_sum_matches_a_per_label_loop(model_class):
+    """Every label at once (q(a|x) and x's first-layer parts computed once per x) equals the textbook sum
+    that recomputes q(a|x) and every first layer for each label, given the same draws of a and z."""
     torch.manual_seed(0)
     model = model_class(model_class.Config(a_dim=3, z_dim=2, hidden=[8, 6]), SPEC)
-    x = torch.bernoulli(torch.full((5, 16), 0.4))
-    eps_a, eps_z = torch.randn(5, 3), torch.randn(5, 3, 2)
-    fixed_noise(monkeypatch, adgm_module, eps_a, eps_z.flatten(0, 1))
-    fast = model.log_weight(x, Labels(3, every=5), model.prepare(x)).view(5, 3)
-    loop = []
-    for label in range(3):
-        fixed_noise(monkeypatch, adgm_module, eps_a, eps_z[:, label])
-        loop.append(model.log_weight(x, Labels(3, given=torch.full((5,), label)), model.prepare(x)))
-    torch.testing.assert_close(fast, torch.stack(loop, 1), rtol=1e-5, atol=1e-5)
+    check = exact_sum_against_the_textbook(model)
+    assert check["max_rel_diff"] < 1e-5 and check["max_abs_diff"] < 1e-4, check
 
 
 @pytest.mark.parametrize("model_class", [M2, ADGM, SDGM])
@@ -220,3 +211,20 @@ def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer
              for e in eps]
     torch.testing.assert_close(fast, torch.stack(probs).mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast.sum(-1), torch.ones(5))
+
+
+def test_likelihood_heads_of_m1m2s_parts_and_the_semi_supervised_models():
+    from dgm_run.checks import InvalidValue
+    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.vae_family import Bernoulli, Gaussian
+
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8], m1_likelihood="gaussian"), SPEC)
+    assert isinstance(model.m1.head, Gaussian) and isinstance(model.m2.head, Gaussian)
+    assert model.m1.decoder[-1].out_features == 2 * 16
+    with pytest.raises(InvalidValue, match="likelihood: M2 models M1's features"):
+        M1M2.Config(likelihood="bernoulli")
+    assert isinstance(M2(M2.Config(z_dim=2, hidden=[8]), SPEC).head, Bernoulli)
+    real = DataSpec(shape=(6,), n_classes=3, is_image=False, n_train=90, n_labels=9, unit_interval=False)
+    with pytest.raises(UserError, match="model=adgm has a Bernoulli likelihood"):
+        ADGM(ADGM.Config(), real)
+    assert ADGM(ADGM.Config(a_dim=3, z_dim=2, hidden=[8], likelihood="gaussian"), real).p_x[-1][-1].out_features == 12

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from dgm_run.data.base import DataSpec
@@ -38,3 +39,26 @@ def test_loss_terms_add_up_and_images_have_the_data_shape():
     assert terms["kl_z"] >= 0 and terms["recon"] > 0
     for images in (model.sample(5), model.reconstruct(x)):
         assert images.shape[1:] == (1, 4, 4) and images.min() >= 0 and images.max() <= 1
+
+
+def test_gaussian_likelihood_models_continuous_data_and_bernoulli_refuses_it():
+    from dgm_run.errors import UserError
+    from dgm_run.models.vae_family import Gaussian
+
+    spec = DataSpec(shape=(6,), n_classes=1, is_image=False, n_train=100, unit_interval=False)
+    with pytest.raises(UserError, match=r"model=vae has a Bernoulli likelihood .* model.likelihood=gaussian"):
+        VAE(VAE.Config(z_dim=2, hidden=[16]), spec)
+    torch.manual_seed(0)
+    model = VAE(VAE.Config(z_dim=2, hidden=[16], iw_samples=8, likelihood="gaussian"), spec)
+    assert isinstance(model.head, Gaussian) and model.decoder[-1].out_features == 2 * 6
+    x = torch.randn(32, 6) * 3
+    from dgm_run.data.base import Batch
+
+    terms = model.loss("elbo", Batch(x=x))
+    assert torch.allclose(terms["loss"], terms["recon"] + terms["kl_z"]) and torch.isfinite(terms["loss"])
+    metrics = model.evaluate(x, torch.zeros(32, dtype=torch.long))
+    assert metrics["log_likelihood"].shape == (32,) and torch.isfinite(metrics["log_likelihood"]).all()
+    # Samples and reconstructions are the decoder's means, unbounded.
+    mean = model.decoder(model.encode(x)[0])[:, :6]
+    assert torch.equal(model.reconstruct(x), mean.detach())
+    assert model.sample(5).shape == (5, 6)

@@ -20,6 +20,7 @@ from dgm_run.models.labels import LabelledInput, Labels
 from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, chunks, mlp, normal_log_prob, reparameterize,
                                standard_normal_log_prob)
 from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel
+from dgm_run.models.vae_family import importance_log_weight
 
 
 class ADGM(SemiSupervisedModel):
@@ -78,15 +79,16 @@ class ADGM(SemiSupervisedModel):
     def _p_x(self, labels: Labels, a: Optional[Tensor], z: Tensor) -> Tensor:
         return self.p_x(self.p_x_in(labels, example=[] if a is None else [a], row=[z]))
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
+    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None) -> Tensor:
         a = ctx["a"]
         mu_z, logvar_z = self.q_z(self.q_z_in(labels, example=[a, x])).chunk(2, dim=-1)
         z = reparameterize(mu_z, logvar_z)
         out = self._p_x(labels, a if self.skip else None, z)
         mu_a, logvar_a = self._p_a(labels, None if self.skip else x, z)
-        return (labels.paired(self.log_px, out, x) + normal_log_prob(labels.rows(a), mu_a, logvar_a)
-                + standard_normal_log_prob(z) + self.log_prior_y
-                - normal_log_prob(z, mu_z, logvar_z) - labels.rows(ctx["log_q_a"]))
+        return importance_log_weight(
+            labels.paired(self.log_px, out, x),
+            [normal_log_prob(labels.rows(a), mu_a, logvar_a), standard_normal_log_prob(z), self.log_prior_y],
+            [normal_log_prob(z, mu_z, logvar_z), labels.rows(ctx["log_q_a"])], kl_weight)
 
     def classify(self, x: Tensor) -> Tensor:
         """q(y|x) as the mean of q(y|a,x) over eval_samples draws of a. q(a|x) and x's part of the

@@ -17,7 +17,8 @@ gradient.
 
 `encoder: gaussian` turns the same encoder MLP into a plain VAE's (it outputs (mu, logvar)
 and takes no noise) with the analytic KL: the baseline with the same networks.
-The decoder is Bernoulli: data must lie in [0, 1] (binarized images, one-hot points).
+The decoder's likelihood is `model.likelihood` (Bernoulli: data in [0, 1], binarized images and
+one-hot points); the KL warm-up weights the primal phase's KL estimate (vae_family.py).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from torch import Tensor, nn
 
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Scatter
-from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
-from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp, normal_log_prob,
-                               reparameterize, standard_normal_log_prob)
+from dgm_run.models.avb_discriminator import discriminator
+from dgm_run.models.base import PhaseStep, frozen
+from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
+                               standard_normal_log_prob)
+from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
 
 # Added to the estimated variance of q(z|x) (as in the authors' code): a nearly
 # deterministic encoder must not divide by zero.
@@ -45,49 +48,9 @@ FIGURE_DRAWS = 500
 FIGURE_POINTS = 10
 
 
-class InnerProduct(nn.Module):
-    """T(x, z) = <f(x), g(z)>: the authors' toy discriminator; f(x) is computed once per x
-    however many codes z are scored against it."""
-
-    def __init__(self, x_dim: int, z_dim: int, hidden: list[int], features: int, activation: str) -> None:
-        super().__init__()
-        self.f = mlp(x_dim, hidden, features, activation)
-        self.g = mlp(z_dim, hidden, features, activation)
-
-    def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        return (self.f(x) * self.g(z)).sum(-1)
-
-
-class Joint(nn.Module):
-    """T(x, z) = MLP([x, z])."""
-
-    def __init__(self, x_dim: int, z_dim: int, hidden: list[int], activation: str) -> None:
-        super().__init__()
-        self.net = mlp(x_dim + z_dim, hidden, 1, activation)
-
-    def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        return self.net(torch.cat([x.expand(*z.shape[:-1], x.shape[-1]), z], -1)).squeeze(-1)
-
-
-class Discriminator(nn.Module):
-    """T(x, z) for x (B, D) and codes z (..., B, Z), shape (..., B).
-
-    With `prior_term`, T = net(x, z) + ||z||^2 / 2: since log p(z) = -||z||^2 / 2 + const,
-    the net then only has to learn log q(z|x) + const rather than log q - log p."""
-
-    def __init__(self, net: nn.Module, prior_term: bool) -> None:
-        super().__init__()
-        self.net = net
-        self.prior_term = prior_term
-
-    def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        t = self.net(x, z)
-        return t + 0.5 * z.pow(2).sum(-1) if self.prior_term else t
-
-
-class AVB(GenerativeModel):
+class AVB(LatentDecoder):
     @dataclass
-    class Config(ModelConfig):
+    class Config(VAEFamilyConfig):
         _target_: str = "dgm_run.models.avb.AVB"
         schedule: list[PhaseStep] = field(
             default_factory=lambda: [PhaseStep("adversary", 2), PhaseStep("primal", 1)])
@@ -138,8 +101,6 @@ class AVB(GenerativeModel):
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
-        self.require_unit_interval()
-        self.x_dim = math.prod(spec.shape)
         self.implicit = cfg.encoder == "implicit"
         first = cfg.hidden[0]
         # The first layer W [x; eps] + b split as (W_x x + b) + W_eps eps, so that several
@@ -148,13 +109,8 @@ class AVB(GenerativeModel):
         self.enc_noise = nn.Linear(cfg.noise_dim, first, bias=False) if self.implicit else None
         out = cfg.z_dim if self.implicit else 2 * cfg.z_dim
         self.enc_tail = nn.Sequential(ACTIVATIONS[cfg.activation](), mlp(first, cfg.hidden[1:], out, cfg.activation))
-        self.decoder = mlp(cfg.z_dim, cfg.hidden[::-1], self.x_dim, cfg.activation)
-        self.discriminator = None
-        if self.implicit:
-            net = (InnerProduct(self.x_dim, cfg.z_dim, cfg.discriminator_hidden, cfg.discriminator_features,
-                                cfg.activation) if cfg.discriminator == "inner_product"
-                   else Joint(self.x_dim, cfg.z_dim, cfg.discriminator_hidden, cfg.activation))
-            self.discriminator = Discriminator(net, cfg.prior_term)
+        self.decoder = mlp(cfg.z_dim, cfg.hidden[::-1], self.x_dim * self.head.outputs_per_dim, cfg.activation)
+        self.discriminator = discriminator(self.x_dim, cfg) if self.implicit else None
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         if phase == "adversary":
@@ -199,7 +155,7 @@ class AVB(GenerativeModel):
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.flatten(1)
         if not self.implicit:
-            return self.vae_loss(x)
+            return self.gaussian_elbo(batch, x, *self.gaussian(x))
         if phase == "adversary":
             with torch.no_grad():  # z is data to the discriminator: no gradient reaches the encoder
                 z_q, _ = self.contrast(x, self.encode(x, 1)[0])
@@ -210,8 +166,7 @@ class AVB(GenerativeModel):
         with frozen(self.discriminator):  # T is held fixed: gradients pass through z only
             t = self.discriminator(x, z_in)
         kl = t + log_r_over_p  # the adversarial estimate of KL(q(z|x) || p(z)), (B,)
-        recon = -bernoulli_log_prob(self.decoder(z), x)
-        return {"loss": (recon + kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
+        return self.elbo_terms(batch, -self.head.log_prob(self.decoder(z), x), kl)
 
     def adversary_loss(self, x: Tensor, z_q: Tensor) -> dict[str, Tensor]:
         """Logistic loss of T on codes z_q (B, Z) of q (label 1) against as many of N(0, I) (label 0)."""
@@ -219,12 +174,6 @@ class AVB(GenerativeModel):
         t_p = self.discriminator(x, torch.randn_like(z_q))
         loss = F.softplus(-t_q) + F.softplus(t_p)
         return {"loss": loss.mean(), "t_q": t_q.mean(), "t_p": t_p.mean()}
-
-    def vae_loss(self, x: Tensor) -> dict[str, Tensor]:
-        mu, logvar = self.gaussian(x)
-        recon = -bernoulli_log_prob(self.decoder(reparameterize(mu, logvar)), x)
-        kl = kl_standard_normal(mu, logvar)
-        return {"loss": (recon + kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
 
     # ---------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -234,13 +183,13 @@ class AVB(GenerativeModel):
         - log_likelihood: the importance-sampling estimate of `log_likelihood`;
         - elbo: E[log p(x|z)] - KL, KL analytic for encoder=gaussian, else AVB's estimate
           T + log r - log p (only as good as the discriminator: not a bound);
-        - recon_error: images, the mean per-pixel cross-entropy of x under p(x|z) (nats);
+        - recon_error: images, the mean per-pixel -log p(x|z) (nats; the cross-entropy when Bernoulli);
           other data (one-hot points), the share of draws whose decoded argmax is not x's one.
         """
         x = x.flatten(1)
         z = self.encode(x, self.cfg.ac_samples)  # (K, B, Z)
-        logits = self.decoder(z)
-        log_px = bernoulli_log_prob(logits, x)
+        out = self.decoder(z)
+        log_px = self.head.log_prob(out, x)
         if self.implicit:
             z_in, log_r_over_p = self.contrast(x, z)
             kl = (self.discriminator(x, z_in) + log_r_over_p).mean(0)
@@ -251,7 +200,7 @@ class AVB(GenerativeModel):
         if self.spec.is_image:
             recon_error = -log_px.mean(0) / self.x_dim
         else:
-            recon_error = (logits.argmax(-1) != x.argmax(-1)).float().mean(0)
+            recon_error = (self.head.location(out).argmax(-1) != x.argmax(-1)).float().mean(0)
         return {"log_likelihood": self.log_likelihood(x, mu, logvar), "elbo": log_px.mean(0) - kl,
                 "recon_error": recon_error}
 
@@ -269,17 +218,15 @@ class AVB(GenerativeModel):
         not bias. For encoder=gaussian, mu and sigma are q's own: the same estimator, so the
         two encoders are compared on equal terms.
         """
-        k = self.cfg.iw_samples
-        log_w = []
-        for n in chunks(k, len(x), x.device):
+        def log_weights(n: int) -> Tensor:
             from_prior = torch.rand(n, len(x), 1, device=x.device) < PRIOR_WEIGHT
             z = torch.where(from_prior, torch.randn(n, *mu.shape, device=x.device, dtype=mu.dtype),
                             reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape)))  # (n, B, Z)
             log_prior = standard_normal_log_prob(z)
             log_pi = torch.logaddexp(math.log1p(-PRIOR_WEIGHT) + normal_log_prob(z, mu, logvar),
                                      math.log(PRIOR_WEIGHT) + log_prior)
-            log_w.append(bernoulli_log_prob(self.decoder(z), x) + log_prior - log_pi)
-        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+            return self.head.log_prob(self.decoder(z), x) + log_prior - log_pi
+        return iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x), x.device)
 
     @torch.no_grad()
     def figures(self, x: Tensor, y: Tensor) -> dict[str, Scatter]:
@@ -292,17 +239,11 @@ class AVB(GenerativeModel):
         labels = y[first].expand(FIGURE_DRAWS, -1)
         return {"latent": Scatter(z.reshape(-1, 2), labels.reshape(-1), title="z ~ q(z|x) per test point")}
 
-    @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        z = torch.randn(n, self.cfg.z_dim, device=self.decoder[0].weight.device)
-        return torch.sigmoid(self.decoder(z)).view(n, *self.spec.shape)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """Decoder means at one draw z ~ q(z|x) per x."""
-        return torch.sigmoid(self.decoder(self.encode(x.flatten(1), 1)[0])).view_as(x)
+    def code(self, x: Tensor) -> Tensor:
+        """One draw z ~ q(z|x) per x: what reconstructions decode."""
+        return self.encode(x, 1)[0]
 
     @torch.no_grad()
     def latent(self, x: Tensor) -> Tensor:
         """One code per x, for TensorBoard's projector."""
-        return self.encode(x.flatten(1), 1)[0]
+        return self.code(x.flatten(1))

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from dgm_run.checks import check, check_positive
 from dgm_run.contract import Batch, DataSpec, Grid, Heatmap, Scatter
-from dgm_run.errors import UserError
 
 Picture = Union[Scatter, Heatmap]
 
@@ -89,12 +88,6 @@ class GenerativeModel(nn.Module):
     def label(self) -> str:
         """The model's name in messages."""
         return type(self).__name__
-
-    def require_unit_interval(self) -> None:
-        """A Bernoulli likelihood models values in [0, 1]; other data is a user's mistake."""
-        if not self.spec.unit_interval:
-            raise UserError(f"model={type(self).__name__.lower()} has a Bernoulli likelihood and needs data in [0, 1] "
-                            "(images, one-hot points); this data has other values (a 2-D toy? try model=ddgm)")
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         """The parameters `phase` updates; single-phase models update all of them."""

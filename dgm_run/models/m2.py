@@ -7,7 +7,7 @@ objective and its exact sum over y are in semi_supervised.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,6 +16,7 @@ from dgm_run.contract import DataSpec
 from dgm_run.models.labels import LabelledInput, Labels
 from dgm_run.models.nn import ACTIVATIONS, mlp, normal_log_prob, reparameterize, standard_normal_log_prob
 from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel
+from dgm_run.models.vae_family import importance_log_weight
 
 
 class M2(SemiSupervisedModel):
@@ -32,12 +33,13 @@ class M2(SemiSupervisedModel):
         self.p_x_in = LabelledInput([], [cfg.z_dim], self.n_classes, hidden[-1])  # [z; y]
         self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
+    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None) -> Tensor:
         mu, logvar = self.q_z(self.q_z_in(labels, example=[x])).chunk(2, dim=-1)
         z = reparameterize(mu, logvar)
         out = self.p_x(self.p_x_in(labels, row=[z]))
-        return (labels.paired(self.log_px, out, x) + standard_normal_log_prob(z)
-                + self.log_prior_y - normal_log_prob(z, mu, logvar))
+        return importance_log_weight(labels.paired(self.log_px, out, x),
+                                     [standard_normal_log_prob(z), self.log_prior_y], [normal_log_prob(z, mu, logvar)],
+                                     kl_weight)
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
         return self.q_y(x)

@@ -12,6 +12,12 @@ A subclass computes log w on rows, one per (example, label) pair that `Labels` a
 (labels.py): given labels, every label (the exact sum, with what does not depend on y
 computed once per x) or relaxed one-hot labels. Labelled and unlabelled examples go
 through the networks in one pass.
+
+KL warm-up (`model.kl_warmup_epochs`, vae_family.py): the KL part of log w, everything but
+log p(x|...) (the latents' log p - log q terms and log p(y)), is multiplied by the warm-up weight
+in training, as the VAE's KL is: log w = log p(x|...) + weight * (log p(y) + log p(latents) -
+log q(latents|x, y)). The classifier's entropy H(q(y|.)) and the labelled cross-entropy are not
+weighted. Evaluation's log w is never weighted.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
-from dgm_run.contract import Batch, DataSpec, Grid
+from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
-from dgm_run.models.base import GenerativeModel, ModelConfig
 from dgm_run.models.labels import Labels
-from dgm_run.models.nn import ACTIVATIONS, bernoulli_log_prob, chunks, normal_log_prob
+from dgm_run.models.nn import ACTIVATIONS
+from dgm_run.models.vae_family import (ClassConditional, VAEFamily, VAEFamilyConfig, error_and_accuracy,
+                                       iw_log_likelihood)
 
 
 def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float) -> dict[str, Tensor]:
@@ -47,7 +54,7 @@ def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alph
 
 
 @dataclass
-class SemiSupervisedConfig(ModelConfig):
+class SemiSupervisedConfig(VAEFamilyConfig):
     z_dim: int = 50
     hidden: list[int] = field(default_factory=lambda: [500])
     activation: str = "softplus"
@@ -61,8 +68,6 @@ class SemiSupervisedConfig(ModelConfig):
     gumbel_temperature: float = 0.5
     # k of the importance-weighted log-likelihood estimate at evaluation.
     iw_samples: int = 100
-    # p(x|...): bernoulli for (binarized) pixels, gaussian (diagonal, learnt variance) for continuous data.
-    likelihood: str = "bernoulli"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,39 +76,32 @@ class SemiSupervisedConfig(ModelConfig):
         check_sizes(self, "hidden")
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "marginalize", ("exact", "gumbel"))
-        check_choice(self, "likelihood", ("bernoulli", "gaussian"))
         check(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
         check(self.gumbel_temperature > 0, "gumbel_temperature", f"must be > 0 (got {self.gumbel_temperature})")
 
 
-class SemiSupervisedModel(GenerativeModel):
+class SemiSupervisedModel(ClassConditional, VAEFamily):
     Config = SemiSupervisedConfig
-    per_class_metrics = ("accuracy",)
 
     def __init__(self, cfg: SemiSupervisedConfig, spec: DataSpec) -> None:
-        super().__init__(cfg, spec)
         if not spec.semi_supervised:
             name = type(self).__name__.lower()
             raise UserError(f"model={name} needs labelled data: use data=mnist_100labels or set data.n_labels")
-        if cfg.likelihood == "bernoulli":
-            self.require_unit_interval()
-        self.x_dim, self.n_classes = math.prod(spec.shape), spec.n_classes
+        super().__init__(cfg, spec)
+        self.n_classes = spec.n_classes
         # Width of the decoder's output: logits, or a mean and a log-variance per dimension.
-        self.x_out_dim = self.x_dim * (2 if cfg.likelihood == "gaussian" else 1)
+        self.x_out_dim = self.x_dim * self.head.outputs_per_dim
         self.alpha = cfg.alpha if cfg.alpha is not None else 0.1 * spec.n_train / spec.n_labels
         self.log_prior_y = -math.log(self.n_classes)
-
-    @property
-    def grid_columns(self) -> int:
-        return self.n_classes  # class-conditional samples: one column per label
 
     # --------------------------------------------------- what a model defines
     def prepare(self, x: Tensor) -> dict[str, Any]:
         """Per-example draws that do not depend on y, shared by every label (ADGM: a ~ q(a|x))."""
         return {}
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any]) -> Tensor:
-        """log p(x, y, latents) - log q(latents|x, y) for one sample, per row of `labels`: (rows,)."""
+    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None) -> Tensor:
+        """log p(x, y, latents) - log q(latents|x, y) for one sample, per row of `labels`: (rows,);
+        with `kl_weight`, all but log p(x|...) weighted by it (vae_family.importance_log_weight)."""
         raise NotImplementedError
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
@@ -124,14 +122,11 @@ class SemiSupervisedModel(GenerativeModel):
 
     def log_px(self, out: Tensor, x: Tensor) -> Tensor:
         """log p(x|...) from the decoder's output, summed over dimensions."""
-        if self.cfg.likelihood == "gaussian":
-            mu, logvar = out.chunk(2, dim=-1)
-            return normal_log_prob(x.expand_as(mu), mu, logvar)
-        return bernoulli_log_prob(out, x)
+        return self.head.log_prob(out, x)
 
     def mean_x(self, out: Tensor) -> Tensor:
         """The mean of p(x|...) from the decoder's output."""
-        return out.chunk(2, dim=-1)[0] if self.cfg.likelihood == "gaussian" else torch.sigmoid(out)
+        return self.head.mean(out)
 
     # ------------------------------------------------------------- objective
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
@@ -151,25 +146,27 @@ class SemiSupervisedModel(GenerativeModel):
             labels = Labels(self.n_classes, given=y_l, every=len(x_u))
         else:
             labels = Labels(self.n_classes, given=y_l, soft=F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature))
-        log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx))
-        return objective(log_w_l, log_w_u, log_q, cls, self.alpha)
+        weight = self.kl_weight(batch, x.device)
+        log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx, weight))
+        terms = objective(log_w_l, log_w_u, log_q, cls, self.alpha)
+        if weight is not None:
+            terms["kl_weight"] = weight
+        return terms
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         x = x.flatten(1)
-        wrong = (self.classify(x).argmax(-1) != y).float()
-        return {"error": wrong, "accuracy": 1.0 - wrong, "log_likelihood": self.log_likelihood(x)}
+        return {**error_and_accuracy(self.classify(x), y), "log_likelihood": self.log_likelihood(x)}
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """log p(x) = log sum_y E_q[w(x, y)], estimated with iw_samples draws per label, (B,)."""
-        k = self.cfg.iw_samples
-        log_w = []
-        for n in chunks(k, len(x) * self.n_classes, x.device):  # a row per example and label
+        def log_weights(n: int) -> Tensor:
             xr = x.repeat(n, 1)
             log_w_every = self.log_weight(xr, Labels(self.n_classes, every=len(xr)), self.prepare(xr))
-            log_w.append(log_w_every.view(n, len(x), self.n_classes))
-        return torch.logsumexp(torch.cat(log_w).transpose(0, 1).flatten(1), dim=1) - math.log(k)
+            return log_w_every.view(n, len(x), self.n_classes)
+        # A row per example and label.
+        return iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x) * self.n_classes, x.device)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
@@ -184,19 +181,8 @@ class SemiSupervisedModel(GenerativeModel):
         y = self.classify(flat).argmax(-1)
         return self.generate(self.encode_z(flat, y), y).view_as(x)
 
-    @torch.no_grad()
-    def images(self, x: Tensor) -> dict[str, Grid]:
-        x = x[:self.n_classes]
-        return {"analogies": Grid(self.analogies(x), nrow=self.n_classes + 1)}
-
-    def analogies(self, x: Tensor) -> Tensor:
-        """Per test digit: the digit, then its style z decoded with each label. (B * (K + 1), C, H, W)."""
-        flat = x.flatten(1)
-        z = self.encode_z(flat, self.classify(flat).argmax(-1))
-        k = self.n_classes
-        y = torch.arange(k, device=x.device).repeat(len(x))
-        generated = self.generate(z.repeat_interleave(k, 0), y).view(len(x), k, *self.spec.shape)
-        return torch.cat([x.float().unsqueeze(1), generated], 1).flatten(0, 1)
+    def decode_style(self, z: Tensor, y: Tensor) -> Tensor:
+        return self.generate(z, y)
 
     @torch.no_grad()
     def latent(self, x: Tensor) -> Tensor:

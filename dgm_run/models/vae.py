@@ -1,13 +1,13 @@
-"""VAE (M1): Gaussian q(z|x), standard normal p(z), Bernoulli p(x|z).
+"""VAE (M1): Gaussian q(z|x), standard normal p(z), Bernoulli (or Gaussian) p(x|z).
 
 Kingma & Welling 2014 (arXiv 1312.6114); as M1 in Kingma et al. 2014 (arXiv 1406.5298):
 784-500-500-50 with softplus units. The test log-likelihood is the importance-weighted
 estimate log 1/k sum_i p(x, z_i) / q(z_i|x) of Burda et al. 2016 with k = iw_samples.
+The likelihood head, the KL warm-up, samples and reconstructions are the toolkit's (vae_family.py).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -15,14 +15,14 @@ from torch import Tensor
 
 from dgm_run.checks import check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec
-from dgm_run.models.base import GenerativeModel, ModelConfig
-from dgm_run.models.nn import (ACTIVATIONS, bernoulli_log_prob, chunks, kl_standard_normal, mlp,
-                               normal_log_prob, reparameterize, standard_normal_log_prob)
+from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
+                               standard_normal_log_prob)
+from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
 
 
-class VAE(GenerativeModel):
+class VAE(LatentDecoder):
     @dataclass
-    class Config(ModelConfig):
+    class Config(VAEFamilyConfig):
         _target_: str = "dgm_run.models.vae.VAE"
         z_dim: int = 50
         hidden: list[int] = field(default_factory=lambda: [500, 500])
@@ -38,25 +38,24 @@ class VAE(GenerativeModel):
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
-        self.require_unit_interval()
-        self.x_dim = math.prod(spec.shape)
         self.encoder = mlp(self.x_dim, cfg.hidden, 2 * cfg.z_dim, cfg.activation)
-        self.decoder = mlp(cfg.z_dim, cfg.hidden[::-1], self.x_dim, cfg.activation)
+        self.decoder = mlp(cfg.z_dim, cfg.hidden[::-1], self.x_dim * self.head.outputs_per_dim, cfg.activation)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         mu, logvar = self.encoder(x.flatten(1)).chunk(2, dim=-1)
         return mu, logvar
 
+    def code(self, x: Tensor) -> Tensor:
+        return self.encode(x)[0]
+
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.flatten(1)
         mu, logvar = self.encode(x)
-        recon = -bernoulli_log_prob(self.decoder(reparameterize(mu, logvar)), x)
-        kl_z = kl_standard_normal(mu, logvar)
-        return {"loss": (recon + kl_z).mean(), "recon": recon.mean(), "kl_z": kl_z.mean()}
+        return self.gaussian_elbo(batch, x, mu, logvar, kl_name="kl_z")
 
     def elbo(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """One-sample ELBO with the analytic KL, (B,); x flat, (mu, logvar) = encode(x)."""
-        return bernoulli_log_prob(self.decoder(reparameterize(mu, logvar)), x) - kl_standard_normal(mu, logvar)
+        return self.head.log_prob(self.decoder(reparameterize(mu, logvar)), x) - kl_standard_normal(mu, logvar)
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -66,20 +65,7 @@ class VAE(GenerativeModel):
 
     def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """Importance-weighted estimate of log p(x) with iw_samples draws from q(z|x), shape (B,)."""
-        k = self.cfg.iw_samples
-        log_w = []
-        for n in chunks(k, len(x), x.device):
+        def log_weights(n: int) -> Tensor:
             z = reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape))  # (n, B, z)
-            log_w.append(bernoulli_log_prob(self.decoder(z), x) + standard_normal_log_prob(z)
-                         - normal_log_prob(z, mu, logvar))
-        return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
-
-    @torch.no_grad()
-    def sample(self, n: int) -> Tensor:
-        z = torch.randn(n, self.cfg.z_dim, device=self.decoder[0].weight.device)
-        return torch.sigmoid(self.decoder(z)).view(n, *self.spec.shape)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        mu, _ = self.encode(x)
-        return torch.sigmoid(self.decoder(mu)).view_as(x)
+            return self.head.log_prob(self.decoder(z), x) + standard_normal_log_prob(z) - normal_log_prob(z, mu, logvar)
+        return iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x), x.device)
