@@ -25,6 +25,10 @@ from dgm_run.checks import InvalidValue, check, check_choice, check_positive
 from dgm_run.errors import UserError
 
 
+# trainer.compile: off, or a mode of torch.compile.
+COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainerConfig:
     max_epochs: int = 20
@@ -45,9 +49,13 @@ class TrainerConfig:
     # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but ADGM's test error was
     # 1.8 points worse over three seeds (README, "Speed"), so it is opt-in.
     precision: str = "auto"
-    # torch.compile of the loss. Off by default: on CPU it gained nothing consistent (-3 % to +5 % per
-    # step, plus 6-35 s of compiling); not yet measured on a GPU.
-    compile: bool = False
+    # torch.compile of the loss in a mode (default, reduce-overhead, max-autotune-no-cudagraphs), or
+    # false. Off by default: on CPU it gained nothing consistent (-3 % to +5 % per step, plus 6-35 s of
+    # compiling); not yet measured on a GPU. true means the default mode.
+    compile: str = "false"
+    # Capture the whole training step as one CUDA graph and replay it (the step of these small networks
+    # is bound by kernel launches); auto: on CUDA, off on CPU.
+    cuda_graph: str = "auto"
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -56,6 +64,15 @@ class TrainerConfig:
                        "log_every_steps")
         check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
         check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0 (got {self.max_minutes})")
+        # YAML's true/false reach a str field as "True"/"False".
+        self.compile, self.cuda_graph = self.compile.lower(), self.cuda_graph.lower()
+        if self.compile == "true":
+            self.compile = "default"
+        check_choice(self, "compile", COMPILE_MODES)
+        check_choice(self, "cuda_graph", ("auto", "true", "false"))
+        check(not (self.compile == "reduce-overhead" and self.cuda_graph == "true"), "compile",
+              "reduce-overhead captures CUDA graphs of its own; with trainer.cuda_graph=true use default or "
+              "max-autotune-no-cudagraphs")
 
 
 @dataclass

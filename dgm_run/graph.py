@@ -9,17 +9,27 @@ rates, the loss sums, the progress) lives in tensors that it updates in place.
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import Optional
+import dataclasses
+from typing import Callable, Optional
 
 import torch
 
 from dgm_run.contract import Batch
-from dgm_run.step import StepFunction
+from dgm_run.errors import UserError
 
 # Eager calls before the capture: they allocate the gradients, the optimizers' state and the
 # loss sums outside the graph, and warm up the libraries (cuBLAS workspaces), on a side stream.
 WARMUP_CALLS = 3
+
+
+def use_cuda_graph(setting: str, compile: str, device: torch.device) -> bool:
+    """trainer.cuda_graph resolved: auto captures on CUDA, unless torch.compile captures graphs itself."""
+    if setting == "true" and device.type != "cuda":
+        raise UserError(f"trainer.cuda_graph=true needs a CUDA device (this run trains on {device.type}); "
+                        "use trainer.cuda_graph=auto or false")
+    if setting == "auto":
+        return device.type == "cuda" and compile != "reduce-overhead"
+    return setting == "true"
 
 
 class CapturedStep:
@@ -29,7 +39,7 @@ class CapturedStep:
     the graph, which the tests compare with the plain step.
     """
 
-    def __init__(self, fn: StepFunction, capture: bool) -> None:
+    def __init__(self, fn: Callable[[Batch], None], capture: bool) -> None:
         self.fn = fn
         self.capture = capture
         self.calls = 0
@@ -56,15 +66,12 @@ class CapturedStep:
         self.calls += 1
 
     def _load(self, batch: Batch) -> None:
-        """Copy the batch's tensors into the fixed ones (made from the first batch)."""
+        """Copy the batch's tensors into the fixed ones, which are made from the first batch."""
+        tensors = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)
+                   if isinstance(getattr(batch, f.name), torch.Tensor)}
         if self.inputs is None:
-            self.inputs = Batch(**{f.name: getattr(batch, f.name) for f in fields(Batch)})
-            for f in fields(Batch):
-                value = getattr(batch, f.name)
-                if isinstance(value, torch.Tensor):
-                    setattr(self.inputs, f.name, value.clone())
-            return
-        for f in fields(Batch):
-            value = getattr(batch, f.name)
-            if isinstance(value, torch.Tensor):
-                getattr(self.inputs, f.name).copy_(value, non_blocking=True)
+            self.inputs = dataclasses.replace(batch, **{name: t.clone() for name, t in tensors.items()})
+        else:
+            for name, t in tensors.items():
+                getattr(self.inputs, name).copy_(t)
+            self.inputs.progress = batch.progress

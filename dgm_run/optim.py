@@ -35,16 +35,23 @@ def check_schedule(model: GenerativeModel, schedule: list[PhaseStep], cfg: Optim
             raise UserError(f"optimizer.phases.{phase}: not a phase of {model.label}; phases: {phases}")
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phase: str) -> torch.optim.Optimizer:
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phase: str,
+                    capturable: bool = False) -> torch.optim.Optimizer:
+    """The optimizer of `phase`. `capturable`: its learning rate a tensor that the decay updates in
+    place and its state on the device, so that a step captured in a CUDA graph sees both."""
     override = cfg.phases.get(phase)
-    lr = override.lr if override and override.lr is not None else cfg.lr
+    lr: Any = override.lr if override and override.lr is not None else cfg.lr
     betas = tuple(override.betas if override and override.betas is not None else cfg.betas)
     weight_decay = override.weight_decay if override and override.weight_decay is not None else cfg.weight_decay
+    extra = {}
+    if capturable:
+        lr = torch.tensor(lr, device=params[0].device)
+        extra = {} if cfg.name == "sgd" else {"capturable": True}
     # fused: one kernel for every parameter's update, the same algorithm.
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True, **extra)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True, **extra)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=weight_decay, fused=True)
 
 
@@ -57,12 +64,13 @@ def step_decay(cfg: OptimizerConfig, base_lr: float) -> Callable[[int], float]:
 class PhaseOptimizers:
     """One optimizer per scheduled phase over that phase's parameters, each with its decay per epoch."""
 
-    def __init__(self, model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig) -> None:
+    def __init__(self, model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig,
+                 capturable: bool = False) -> None:
         check_schedule(model, schedule, cfg)
         used = dict.fromkeys(entry.phase for entry in schedule)
-        self.optimizers = {p: build_optimizer(model.phase_parameters(p), cfg, p) for p in used}
+        self.optimizers = {p: build_optimizer(model.phase_parameters(p), cfg, p, capturable) for p in used}
         self.schedulers = {
-            p: torch.optim.lr_scheduler.LambdaLR(opt, step_decay(cfg, opt.param_groups[0]["lr"]))
+            p: torch.optim.lr_scheduler.LambdaLR(opt, step_decay(cfg, float(opt.param_groups[0]["lr"])))
             for p, opt in self.optimizers.items()
         }
 
@@ -74,7 +82,7 @@ class PhaseOptimizers:
                 scheduler.step()
 
     def learning_rates(self) -> dict[str, float]:
-        return {p: s.get_last_lr()[0] for p, s in self.schedulers.items()}
+        return {p: float(s.get_last_lr()[0]) for p, s in self.schedulers.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from dgm_run.contract import Batch, Progress
+from dgm_run.graph import CapturedStep
 from dgm_run.models.base import GenerativeModel, PhaseStep
 
 StepFunction = Callable[[Batch], None]
@@ -59,24 +60,27 @@ class LossMeter:
 
 
 class TrainStep:
-    """The step functions of a model's schedule; see the module doc."""
+    """The step functions of a model's schedule; see the module doc. `compile`: a torch.compile mode
+    for the loss, or "false"; `cuda_graph`: each step function captured as a CUDA graph (graph.py)."""
 
     def __init__(self, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
                  schedule: list[PhaseStep], simultaneous: bool, meter: LossMeter, autocast: Any,
-                 compile: bool) -> None:
+                 compile: str, cuda_graph: bool) -> None:
         self.model = model
         self.optimizers = optimizers
         self.schedule = schedule
         self.simultaneous = simultaneous
         self.meter = meter
         self.autocast = autocast
-        self.loss = torch.compile(model.loss) if compile else model.loss
+        self.loss = model.loss if compile == "false" else torch.compile(model.loss, mode=compile)
+        self.cuda_graph = cuda_graph
         self._functions: dict[tuple[int, ...], StepFunction] = {}
 
     def for_epoch(self, epoch: int) -> StepFunction:
         active = tuple(i for i, entry in enumerate(self.schedule) if entry.active(epoch))
         if active not in self._functions:
-            self._functions[active] = self._function([self.schedule[i] for i in active])
+            fn = self._function([self.schedule[i] for i in active])
+            self._functions[active] = CapturedStep(fn, capture=True) if self.cuda_graph else fn
         return self._functions[active]
 
     def _function(self, entries: list[PhaseStep]) -> StepFunction:

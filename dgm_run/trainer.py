@@ -23,6 +23,7 @@ from dgm_run.data.base import DeviceData, EpochPlan
 from dgm_run.device import configure_precision
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.evaluate import Evaluator, headline
+from dgm_run.graph import use_cuda_graph
 from dgm_run.models.base import GenerativeModel
 from dgm_run.optim import PhaseOptimizers
 from dgm_run.step import LossMeter, TrainStep
@@ -40,12 +41,13 @@ class Trainer:
         self.autocast = configure_precision(self.tcfg.precision, self.device)
         self.checkpoint_path = run_dir / "checkpoints" / "last.pt"
         schedule = cfg.model.schedule
-        self.phase_optimizers = PhaseOptimizers(model, schedule, cfg.optimizer)
+        self.cuda_graph = use_cuda_graph(self.tcfg.cuda_graph, self.tcfg.compile, self.device)
+        self.phase_optimizers = PhaseOptimizers(model, schedule, cfg.optimizer, capturable=self.cuda_graph)
         self.optimizers, self.schedulers = self.phase_optimizers.optimizers, self.phase_optimizers.schedulers
         self.progress = Progress(self.device)
         self.meter = LossMeter(list(self.optimizers), self.progress)
         self.step_functions = TrainStep(model, self.optimizers, schedule, cfg.model.simultaneous, self.meter,
-                                        self.autocast, self.tcfg.compile)
+                                        self.autocast, self.tcfg.compile, self.cuda_graph)
         self.evaluator = Evaluator(model, data, logger, cfg.logger, cfg.seed, self.tcfg.eval_batch_size, self.autocast)
         self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = self.tcfg.max_epochs * self.steps_per_epoch

@@ -24,6 +24,10 @@ experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of M
   between its own windows. The real and the reference step's windows take turns, so a drifting
   machine slows both alike.
 
+On a GPU the trainer captures its step as one CUDA graph (trainer.cuda_graph=auto); the script
+then also times the same model's eager step (a second trainer with trainer.cuda_graph=false) and
+reports the graph's speed-up; the reference is timed captured and eager alike.
+
 The reference (M2, ADGM, SDGM) is `dgm_run.models.straightforward`: the textbook exact sum over
 y, every unlabelled x tiled over the labels and one-hot y concatenated to every first layer, so
 that q(a|x) and every first layer are recomputed for each of the K labels. Its parameters are
@@ -47,8 +51,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dgm_run import report as reports
 from dgm_run.composition import compose
+from dgm_run.config import COMPILE_MODES
 from dgm_run.contract import Batch
 from dgm_run.data.base import DeviceData, Splits
+from dgm_run.graph import CapturedStep
 from dgm_run.models.straightforward import StraightforwardSemiSupervised, compare, reference_for
 from dgm_run.optim import build_optimizer
 from dgm_run.train import build as build_trainer
@@ -82,14 +88,16 @@ def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
 def overrides(name: str, args: argparse.Namespace) -> list[str]:
     """The dgm-run overrides of this model's benchmark run."""
     return ([f"experiment={name}_mnist", "logger=none", "trainer.progress_bar=false", f"device={args.device}",
-             f"trainer.precision={args.precision}", f"trainer.compile={str(args.compile).lower()}"]
+             f"trainer.precision={args.precision}", f"trainer.compile={args.compile}"]
             + (TINY[name] + TINY_BATCH if args.tiny else []))
 
 
 def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Callable[[Batch], None]:
-    """One step of the reference with its own optimizer, autocast and torch.compile as the trainer's."""
-    optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo")
-    loss = torch.compile(ref.loss) if trainer.tcfg.compile else ref.loss
+    """One step of the reference with its own optimizer, and autocast, torch.compile and the CUDA graph
+    as the trainer's."""
+    optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo", trainer.cuda_graph)
+    mode = trainer.tcfg.compile
+    loss = ref.loss if mode == "false" else torch.compile(ref.loss, mode=mode)
 
     def step(batch: Batch) -> None:
         ref.zero_grad(set_to_none=True)
@@ -97,7 +105,7 @@ def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Call
             terms = loss("elbo", batch)
         terms["loss"].backward()
         optimizer.step()
-    return step
+    return CapturedStep(step, capture=True) if trainer.cuda_graph else step
 
 
 # ---------------------------------------------------------------------- measuring
@@ -220,16 +228,26 @@ def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict
             "window_seconds_per_step": seconds}
 
 
-def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: MatmulRate) -> dict[str, Any]:
+# The steps timed beside the trainer's own ("real"), as the report names them.
+LABELS = {"eager": "eager", "reference": "reference", "reference_eager": "reference, eager"}
+
+
+def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: MatmulRate,
+                eager: Optional[Trainer]) -> dict[str, Any]:
+    """`eager`: the same model's trainer without the CUDA graph, when `trainer` captures its step."""
     started = time.perf_counter()
     data, model = trainer.data, trainer.model
     samples = data.samples_per_step
     batch = data.batch(data.plan_epoch(), 0)
     steps = {"real": trainer.train_step}
+    if eager is not None:
+        steps["eager"] = eager.train_step
     ref = reference_for(model)
     if ref is not None:
         check = compare(model, ref, batch, autocast=trainer.autocast)  # before any step: the same parameters
         steps["reference"] = reference_step(ref, trainer)
+        if eager is not None:
+            steps["reference_eager"] = reference_step(reference_for(eager.model), eager)
     flops = {kind: count_flops(step, batch) for kind, step in steps.items()}
     seconds, rates = time_interleaved(steps, data, trainer.device, args.warmup, args.windows,
                                       args.steps_per_window, rate.burst)
@@ -245,13 +263,18 @@ def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: Mat
               **figures(flops["real"], seconds["real"], samples, peak), "eval": evaluation}
     if top is not None:
         result["profile"] = top
+    for kind in LABELS:
+        if kind in steps:
+            result[kind] = figures(flops[kind], seconds[kind], samples, peak)
+    if eager is not None:
+        result["graph_speedup"] = result["samples_per_s"] / result["eager"]["samples_per_s"]
     if ref is not None:
-        reference = {**figures(flops["reference"], seconds["reference"], samples, peak), **check,
-                     "description": "x tiled over the labels; q(a|x) and every first layer that sees y on "
-                                    "[inputs, onehot(y)] for each label; q(y|.) once per x"}
-        result["reference"] = reference
+        result["reference"].update(check, description="x tiled over the labels; q(a|x) and every first layer "
+                                   "that sees y on [inputs, onehot(y)] for each label; q(y|.) once per x")
         result["flop_ratio"] = flops["real"] / flops["reference"]  # real step's FLOPs over the reference's
-        result["speed_ratio"] = result["samples_per_s"] / reference["samples_per_s"]  # real over reference
+        result["speed_ratio"] = result["samples_per_s"] / result["reference"]["samples_per_s"]  # real over reference
+        if eager is not None:
+            result["eager_speed_ratio"] = result["eager"]["samples_per_s"] / result["reference_eager"]["samples_per_s"]
     result["bench_seconds"] = time.perf_counter() - started
     return result
 
@@ -268,7 +291,7 @@ def markdown(report: dict[str, Any]) -> str:
     mm = report["matmul"]
     lines = [f"Device: {reports.describe(report)}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
              f"({mm['n']}x{mm['n']} {mm['dtype']}, median of {mm['repeats']}); precision {report['precision']}"
-             f"{', compiled' if report['compile'] else ''}; "
+             f"{'' if report['compile'] == 'false' else ', compiled: ' + report['compile']}; "
              f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
              "",
              "| model | samples/step | samples/s | FLOPs/step | FLOP/s | matmul rate meanwhile | share of matmul |",
@@ -280,8 +303,13 @@ def markdown(report: dict[str, Any]) -> str:
 
     for r in report["models"].values():
         lines.append(row(r["model"], r, r["samples_per_step"], r["matmul_flop_per_s"]))
-        if "reference" in r:
-            lines.append(row(f"{r['model']} (reference)", r["reference"], r["samples_per_step"], r["matmul_flop_per_s"]))
+        lines += [row(f"{r['model']} ({label})", r[kind], r["samples_per_step"], r["matmul_flop_per_s"])
+                  for kind, label in LABELS.items() if kind in r]
+    graphed = [r for r in report["models"].values() if "graph_speedup" in r]
+    if graphed:
+        lines += ["", "| model | ms/step, CUDA graph | ms/step, eager | speed-up |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {r['model']} | {1e3 * r['seconds_per_step']:.3f} | {1e3 * r['eager']['seconds_per_step']:.3f} | "
+                  f"{r['graph_speedup']:.1f}x |" for r in graphed]
     lines += ["", "Evaluation (model.evaluate on test digits, as the trainer runs it):", "",
               "| model | digits | digits/s | FLOPs/digit | FLOP/s | share of matmul | training step's share |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -291,11 +319,12 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{si(e['flop_per_s'])} | {100 * e['share_of_matmul']:.1f} % | {100 * r['share_of_matmul']:.1f} % |")
     refs = [r for r in report["models"].values() if "reference" in r]
     if refs:
-        lines += ["", "| model | FLOPs real / reference | speed real / reference | loss |max diff| (rel) |",
-                  "| --- | ---: | ---: | ---: |"]
+        lines += ["", "| model | FLOPs real / reference | speed real / reference | the same, eager | "
+                  "loss |max diff| (rel) |", "| --- | ---: | ---: | ---: | ---: |"]
         for r in refs:
             ref = r["reference"]
-            lines.append(f"| {r['model']} | {r['flop_ratio']:.3f} | {r['speed_ratio']:.2f}x | "
+            eager_ratio = f"{r['eager_speed_ratio']:.2f}x" if "eager_speed_ratio" in r else ""
+            lines.append(f"| {r['model']} | {r['flop_ratio']:.3f} | {r['speed_ratio']:.2f}x | {eager_ratio} | "
                          f"{ref['max_abs_diff']:.2e} ({ref['max_rel_diff']:.1e}) |")
     for r in report["models"].values():
         if "profile" in r:
@@ -318,8 +347,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="n of the n x n matmul (default 2048 on CPU, 8192 on CUDA; tiny 256)")
     parser.add_argument("--precision", choices=("auto", "fp32", "tf32", "bf16"), default="auto",
                         help="trainer.precision of every model (default auto, as dgm-run)")
-    parser.add_argument("--compile", action="store_true",
-                        help="trainer.compile=true (torch.compile), for the reference path too")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="false",
+                        help="trainer.compile: a torch.compile mode (default false), for the reference path too")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N operations taking the most time in the real step")
     parser.add_argument("--eval-digits", type=int, default=None,
@@ -351,7 +380,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 report = {**reports.header(device), "tiny": args.tiny, "precision": args.precision,
                           "compile": args.compile, "windows": args.windows, "steps_per_window": args.steps_per_window,
                           "warmup": args.warmup, "matmul": rate.measure(3 if args.tiny else 7), "models": {}}
-            r = report["models"][name] = bench_model(name, args, trainer, rate)
+            eager = (build_trainer(compose([*overrides(name, args), "trainer.cuda_graph=false"]),
+                                   Path(tmp) / f"{name}_eager", splits=splits) if trainer.cuda_graph else None)
+            r = report["models"][name] = bench_model(name, args, trainer, rate, eager)
             print(f"{name}: {r['samples_per_s']:.1f} samples/s, {si(r['flops_per_step'], 'FLOP')}/step, "
                   f"{100 * r['share_of_matmul']:.1f} % of matmul; evaluation {r['eval']['digits_per_s']:.0f} digits/s, "
                   f"{100 * r['eval']['share_of_matmul']:.1f} % ({r['bench_seconds']:.1f} s)", file=sys.stderr)

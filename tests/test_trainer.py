@@ -127,7 +127,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, model):
     a step that copied anything to the host would raise under the sync debug mode."""
     labels = ["data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]"] if model == "adgm" else []
     cfg = compose_cfg(*TINY[:-1], "device=cuda", f"model={model}", *labels, "trainer.log_every_steps=1000",
-                      "logger=none")
+                      "logger=none", "trainer.cuda_graph=false")  # eager steps; tests/test_graph.py: captured
     trainer = build_trainer(cfg, tmp_path)
     plan = trainer.data.plan_epoch()
     trainer.train_step(trainer.data.batch(plan, 0))  # the first step may initialise lazily

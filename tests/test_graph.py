@@ -1,0 +1,173 @@
+"""The step captured as a CUDA graph: on CPU, the same step on fixed tensors and the capturable
+optimizers; on a GPU (skipped elsewhere), replays against eager steps, the decay, NaN and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dgm_run import checkpoint
+from dgm_run.errors import UserError
+from dgm_run.graph import CapturedStep
+from dgm_run.optim import PhaseOptimizers
+from dgm_run.train import run
+from tests.conftest import TINY, compose_cfg
+from tests.test_trainer import build_trainer, two_player_cfg
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
+ADGM = ["model=adgm", "data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]",
+        "data.labelled_batch_size=20"]
+
+
+def drive(trainer, batches: int, wrap=None) -> None:
+    """Train `batches` batches as Trainer.train_step does, through `wrap(step function)` when given."""
+    plan = trainer.data.plan_epoch()
+    step_fn = trainer.step_functions.for_epoch(0)
+    step_fn = wrap(step_fn) if wrap else step_fn
+    for i in range(batches):
+        batch = trainer.data.batch(plan, i)
+        trainer.progress.update(i, trainer.steps_per_epoch, trainer.total_steps)
+        batch.progress = trainer.progress
+        step_fn(batch)
+
+
+@pytest.mark.parametrize("model", [["model.hidden=[32]", "model.z_dim=4"], ADGM])
+def test_step_on_fixed_tensors_gives_the_trainers_numbers(tmp_path, model):
+    """What a graph captures, the step function reading its batch from fixed tensors, run eagerly:
+    parameters and loss sums equal the plain step's, bit for bit."""
+    cfg = compose_cfg(*TINY, *model, "logger=none")
+    plain, fixed = build_trainer(cfg, tmp_path / "plain"), build_trainer(cfg, tmp_path / "fixed")
+    torch.manual_seed(1)
+    drive(plain, 6)
+    torch.manual_seed(1)
+    drive(fixed, 6, wrap=lambda fn: CapturedStep(fn, capture=False))
+    for (name, a), b in zip(plain.model.state_dict().items(), fixed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert plain.meter.read() == fixed.meter.read()
+
+
+def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path):
+    cfg = two_player_cfg("optimizer.lr_decay=0.5")
+    trainer = build_trainer(cfg, tmp_path)
+    schedule, ocfg = trainer.cfg.model.schedule, trainer.cfg.optimizer
+    optimizers = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
+    lr = optimizers.optimizers["primal"].param_groups[0]["lr"]
+    assert isinstance(lr, torch.Tensor) and optimizers.optimizers["primal"].defaults["capturable"]
+    trainer.step_functions.optimizers = optimizers.optimizers
+    drive(trainer, 2)
+    optimizers.end_epoch()
+    # The decay writes into the tensor the step reads (a captured graph holds that tensor).
+    assert optimizers.optimizers["primal"].param_groups[0]["lr"] is lr and float(lr) == pytest.approx(5e-4)
+    checkpoint.save({"model": trainer.model.state_dict(), **optimizers.state_dict(), "epoch": 1, "step": 2,
+                     "batch_in_epoch": 0, "plan": None, "rng": {}}, tmp_path / "ckpt.pt")
+    state = checkpoint.load(tmp_path / "ckpt.pt")
+
+    restored = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
+    restored.load_state_dict(state)
+    for phase, optimizer in optimizers.optimizers.items():
+        again = restored.optimizers[phase]
+        assert float(again.param_groups[0]["lr"]) == float(optimizer.param_groups[0]["lr"])
+        for p in optimizer.param_groups[0]["params"]:  # the same parameters, the same model
+            for key, value in optimizer.state[p].items():
+                assert torch.equal(value, again.state[p][key]), (phase, key)
+    assert restored.learning_rates() == optimizers.learning_rates()
+    # The schedulers carry on from where they were: one more epoch halves the rate again.
+    restored.end_epoch()
+    assert restored.learning_rates()["primal"] == pytest.approx(2.5e-4)
+
+
+def test_cuda_graph_settings_are_checked(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"trainer.cuda_graph=true needs a CUDA device \(this run trains on cpu\)"):
+            run(compose_cfg(*TINY, "trainer.cuda_graph=true"), tmp_path)
+    with pytest.raises(UserError, match="trainer.compile: reduce-overhead captures CUDA graphs of its own"):
+        run(compose_cfg(*TINY, "trainer.compile=reduce-overhead", "trainer.cuda_graph=true"), tmp_path)
+    with pytest.raises(UserError, match="trainer.compile: 'fast' is not allowed; choose one of false, default"):
+        run(compose_cfg(*TINY, "trainer.compile=fast"), tmp_path)
+    trainer = build_trainer(compose_cfg(*TINY, "trainer.compile=true"), tmp_path / "ok")
+    assert trainer.tcfg.compile == "default" and not trainer.cuda_graph
+
+
+# ------------------------------------------------------------------------------------ on a GPU
+def cuda_cfg(*overrides: str):
+    return compose_cfg(*TINY[:-1], "device=cuda", "logger=none", *overrides)
+
+
+@cuda
+def test_graph_replays_equal_eager_steps(tmp_path):
+    """TwoPlayer draws no random numbers in its loss: five captured steps (three warm-up calls, the
+    capture, one replay, then more replays) move the parameters as five eager steps do."""
+    eager = build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=false"), tmp_path / "eager")
+    graphed = build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=true"), tmp_path / "graph")
+    assert graphed.cuda_graph and not eager.cuda_graph
+    for trainer in (eager, graphed):
+        torch.manual_seed(3)
+        drive(trainer, 7)
+    assert graphed.step_functions.for_epoch(0).graph is not None
+    for (name, a), b in zip(eager.model.state_dict().items(), graphed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@cuda
+def test_decay_reaches_the_captured_optimizer(tmp_path):
+    """After the capture, halving the learning rate halves the next replayed Adam update."""
+    trainers = [build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=true"), tmp_path / str(i))
+                for i in range(2)]
+    deltas = []
+    for decay, trainer in zip((False, True), trainers):
+        torch.manual_seed(3)
+        drive(trainer, 5)  # captured by now
+        if decay:
+            trainer.schedulers["primal"].base_lrs = [lr / 2 for lr in trainer.schedulers["primal"].base_lrs]
+            trainer.phase_optimizers.end_epoch()
+        before = trainer.model.generator.weight.detach().clone()
+        torch.manual_seed(4)
+        drive(trainer, 1)
+        deltas.append(trainer.model.generator.weight.detach() - before)
+    torch.testing.assert_close(deltas[1], deltas[0] / 2, rtol=1e-3, atol=1e-7)
+
+
+@cuda
+def test_nan_in_a_batch_stops_the_captured_run_with_phase_and_step(tmp_path, monkeypatch):
+    cfg = two_player_cfg("device=cuda", "trainer.cuda_graph=true", "trainer.max_steps=20",
+                         "trainer.log_every_steps=10")
+    trainer = build_trainer(cfg, tmp_path)
+    batch = trainer.data.batch
+
+    def poisoned(plan, i):
+        b = batch(plan, i)
+        if i == 11:  # step 12, long after the capture
+            b.x = b.x * float("nan")
+        return b
+
+    monkeypatch.setattr(trainer.data, "batch", poisoned)
+    with pytest.raises(UserError, match="the adversary loss was NaN or infinite at step 12"):
+        trainer.fit()
+
+
+@cuda
+def test_captured_steps_never_wait_for_the_gpu(tmp_path):
+    trainer = build_trainer(cuda_cfg(*ADGM, "trainer.log_every_steps=1000"), tmp_path)
+    plan = trainer.data.plan_epoch()
+    for i in range(5):  # warm-up calls and the capture may synchronise
+        trainer.train_step(trainer.data.batch(plan, i))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(5, 9):
+            trainer.train_step(trainer.data.batch(plan, i))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
+@cuda
+def test_captured_run_resumes_mid_epoch(cli, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*TINY[:-1], "device=cuda", "trainer.checkpoint_every_steps=7", f"hydra.run.dir={run_dir}"]
+    code, _, err = cli(*args, "trainer.max_steps=12")
+    assert code == 0, err
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] == 12 and 0 < state["batch_in_epoch"] < 80
+    code, _, err = cli(f"resume={run_dir}", "trainer.max_steps=25")
+    assert code == 0, err
+    metrics = checkpoint.load(run_dir / "checkpoints" / "last.pt")["metrics"]
+    assert metrics["step"] == 25 and torch.isfinite(torch.tensor(metrics["eval/elbo"]))
