@@ -18,7 +18,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dgm_run.composition import SCHEMA_GROUP, register_schemas
 from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
-from dgm_run.evaluate import headline
+from dgm_run.metrics import headline
 from dgm_run.train import run
 
 EXIT_USER_ERROR = 2

@@ -19,19 +19,11 @@ from dgm_run.config import LoggerConfig
 from dgm_run.data.base import DeviceData
 from dgm_run.device import forked_rng
 from dgm_run.figures import draw
+from dgm_run.metrics import CLASS_TAG
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 
 log = logging.getLogger(__name__)
-# Per-class metrics are named <prefix>/class_<metric>/<label>.
-CLASS_TAG = "/class_"
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The metrics without their per-class entries: what a log line or an error message shows."""
-    return {k: v for k, v in metrics.items() if CLASS_TAG not in k}
-
-
 class Evaluator:
     def __init__(self, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, cfg: LoggerConfig,
                  seed: int, batch_size: int, autocast: Any) -> None:

@@ -15,7 +15,7 @@ from dgm_run.config import complete, flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.device import resolve_device
 from dgm_run.errors import UserError
-from dgm_run.evaluate import headline
+from dgm_run.metrics import headline
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 from dgm_run.trainer import Trainer

@@ -22,8 +22,9 @@ from dgm_run.contract import Batch, Progress
 from dgm_run.data.base import DeviceData, EpochPlan
 from dgm_run.device import configure_precision
 from dgm_run.errors import Interrupted, UserError
-from dgm_run.evaluate import Evaluator, headline
+from dgm_run.evaluate import Evaluator
 from dgm_run.graph import use_cuda_graph
+from dgm_run.metrics import headline
 from dgm_run.models.base import GenerativeModel
 from dgm_run.optim import PhaseOptimizers
 from dgm_run.step import LossMeter, TrainStep

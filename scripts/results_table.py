@@ -24,7 +24,7 @@ from typing import Optional
 
 import yaml
 
-from dgm_run.evaluate import CLASS_TAG
+from dgm_run.metrics import CLASS_TAG
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The step captured as a CUDA graph: on CPU, the same step on fixed tensors and the capturable
-optimizers; on a GPU (skipped elsewhere), replays against eager steps, the decay, NaN and resume."""
+optimizers; on a GPU (skipped elsewhere), replays against eager steps, the decay, NaN and resume
+(tests/test_trainer.py: no host sync in captured steps)."""
 
 from __future__ import annotations
 
@@ -89,10 +90,6 @@ def test_cuda_graph_settings_are_checked(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ on a GPU
-def cuda_cfg(*overrides: str):
-    return compose_cfg(*TINY[:-1], "device=cuda", "logger=none", *overrides)
-
-
 @cuda
 def test_graph_replays_equal_eager_steps(tmp_path):
     """TwoPlayer draws no random numbers in its loss: five captured steps (three warm-up calls, the
@@ -143,20 +140,6 @@ def test_nan_in_a_batch_stops_the_captured_run_with_phase_and_step(tmp_path, mon
     monkeypatch.setattr(trainer.data, "batch", poisoned)
     with pytest.raises(UserError, match="the adversary loss was NaN or infinite at step 12"):
         trainer.fit()
-
-
-@cuda
-def test_captured_steps_never_wait_for_the_gpu(tmp_path):
-    trainer = build_trainer(cuda_cfg(*ADGM, "trainer.log_every_steps=1000"), tmp_path)
-    plan = trainer.data.plan_epoch()
-    for i in range(5):  # warm-up calls and the capture may synchronise
-        trainer.train_step(trainer.data.batch(plan, i))
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for i in range(5, 9):
-            trainer.train_step(trainer.data.batch(plan, i))
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
 
 
 @cuda

@@ -122,18 +122,22 @@ def test_simultaneous_schedule_takes_every_gradient_before_any_step(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: host syncs exist only there")
 @pytest.mark.parametrize("model", ["vae", "adgm", "avb"])
-def test_training_steps_never_wait_for_the_gpu(tmp_path, model):
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "cuda_graph"])
+def test_training_steps_never_wait_for_the_gpu(tmp_path, model, graph):
     """Losses stay on the device between log intervals, batches are drawn and binarized there:
-    a step that copied anything to the host would raise under the sync debug mode."""
+    a step that copied anything to the host would raise under the sync debug mode. Eager steps, and
+    the replays of the step captured as a CUDA graph."""
     labels = ["data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]"] if model == "adgm" else []
     cfg = compose_cfg(*TINY[:-1], "device=cuda", f"model={model}", *labels, "trainer.log_every_steps=1000",
-                      "logger=none", "trainer.cuda_graph=false")  # eager steps; tests/test_graph.py: captured
+                      "logger=none", f"trainer.cuda_graph={str(graph).lower()}")
     trainer = build_trainer(cfg, tmp_path)
     plan = trainer.data.plan_epoch()
-    trainer.train_step(trainer.data.batch(plan, 0))  # the first step may initialise lazily
+    first = 5 if graph else 1  # the first step may initialise lazily; warm-up calls and the capture may sync
+    for i in range(first):
+        trainer.train_step(trainer.data.batch(plan, i))
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for i in range(1, 4):
+        for i in range(first, first + 3):
             trainer.train_step(trainer.data.batch(plan, i))
     finally:
         torch.cuda.set_sync_debug_mode(0)
