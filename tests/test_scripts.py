@@ -9,24 +9,33 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
 
 
-def test_reproduce_runs_seeds_and_prints_the_table(tmp_path):
+def test_reproduce_runs_seeds_prints_the_table_and_draws_the_curves(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "reproduce.py"), "m2", "--seeds", "0", "1",
          "--sweep-dir", str(tmp_path), "--", "data=digits", "data.n_labels=100", "trainer.max_steps=3", "model.hidden=[32]",
-         "model.iw_samples=1", "logger=none", "trainer.progress_bar=false", "device=cpu"],
+         "model.iw_samples=1", "logger.images=0", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"],
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert sorted(p.parent.name for p in (tmp_path / "m2").glob("*/metrics.json")) == ["0", "1"]
+    jobs = sorted(p.parent for p in (tmp_path / "m2").glob("*/metrics.json"))
+    assert [p.name for p in jobs] == ["0", "1"]
     table = done.stdout.strip().splitlines()[-3:]
     assert table[0].startswith("| model | seeds | test error %")
     cells = [c.strip() for c in table[2].split("|")[1:-1]]
     assert cells[0] == "m2" and cells[1] == "2" and cells[4] == "11.97 ± 1.71 (Kingma et al. 2014)"
     mean, std = (float(v) for v in cells[2].split(" ± "))
     assert 0 <= mean <= 100 and std >= 0
+    # The curve is the mean of the jobs' own eval/error events; the figure is written and logged.
+    errors = [100 * json.loads((job / "metrics.json").read_text())["eval/error"] for job in jobs]
+    curve = json.loads((tmp_path / "curves.json").read_text())["m2"]
+    assert curve["unit"] == "step" and curve["x"] == [3] and curve["runs"] == [2]
+    assert curve["mean"][-1] == pytest.approx(sum(errors) / 2)
+    assert (tmp_path / "curves.png").stat().st_size > 0 and list((tmp_path / "summary").glob("events.*"))
 
 
 # trainer.eval_every_epochs=1000 is overridden by the script's --eval-every-epochs (default 1).
