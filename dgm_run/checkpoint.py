@@ -40,6 +40,20 @@ def save(state: dict[str, Any], path: Path) -> None:
         torch.save({"format": FORMAT, **state}, f)
 
 
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators a run draws from: the CPU's, and its GPU's when it trains on one."""
+    rng = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def set_rng_state(rng: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
 def write_json(path: Path, payload: dict) -> None:
     """`payload` as JSON at `path`, written atomically: readers never see half a file."""
     with atomic(path) as f:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import NoReturn, Optional, Union
 
@@ -19,13 +21,19 @@ from dgm_run.composition import SCHEMA_GROUP, register_schemas
 from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
-from dgm_run.train import run
+from dgm_run.run_dir import take_back
+from dgm_run.train import EVALUATION_DIR, evaluate_run, run
+
+log = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 2
 ERROR_FILE = "error.txt"
 
-# A resumed run reuses its own directory and keeps the .hydra/ files of its first start.
-OmegaConf.register_new_resolver("dgm_run_dir", lambda resume, default: resume or default, replace=True)
+# A resumed run reuses its own directory and keeps the .hydra/ files of its first start; an evaluation
+# writes into the evaluation/ folder of the run it evaluates.
+OmegaConf.register_new_resolver(
+    "dgm_run_dir", lambda resume, evaluate, default: resume or (evaluate and os.path.join(evaluate, EVALUATION_DIR))
+    or default, replace=True)
 OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True)
 # device=cuda_per_job: the job number of a sweep picks the GPU (a single run is job 0).
 OmegaConf.register_new_resolver(
@@ -55,9 +63,17 @@ def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
 @hydra.main(version_base="1.3", config_path="pkg://dgm_run.configs", config_name="config")
 def app(cfg: DictConfig) -> dict[str, float]:
     hydra_cfg = HydraConfig.get()
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "evaluate="))]
     try:
-        metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+        if cfg.get("evaluate") is not None:
+            if cfg.get("resume") is not None:
+                raise UserError("evaluate= and resume= exclude each other: resume a run, then evaluate it")
+            metrics = evaluate_run(Path(cfg.evaluate), Path(hydra_cfg.runtime.output_dir), overrides)
+        else:
+            notice = None if cfg.get("resume") is not None else experiment_notice(hydra_cfg.runtime.choices)
+            if notice:
+                log.warning(notice)
+            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
         return objective(metrics, cfg.get("objective"))
     except UserError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -68,12 +84,31 @@ def app(cfg: DictConfig) -> dict[str, float]:
             # The job's directory says why it has no metrics.json (scripts/results_table.py shows it).
             (Path(hydra_cfg.runtime.output_dir) / ERROR_FILE).write_text(f"{err}\n")
             raise
+        take_back(hydra_cfg)
         fail(str(err))
     except Interrupted as err:
         run_dir = cfg.resume or hydra_cfg.runtime.output_dir
         print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}",
               file=sys.stderr)
         sys.exit(128 + err.signum)
+
+
+def experiment_notice(choices: DictConfig) -> Optional[str]:
+    """A line naming the experiment made for this model on this data, when the run goes without it and that
+    experiment sets the model's or the data's values (e.g. model=avb is sized for its toy data, and
+    experiment=avb_mnist for MNIST); None otherwise."""
+    if choices.get("experiment") is not None:
+        return None
+    folder = resources.files("dgm_run.configs") / "experiment"
+    for path in sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name):
+        node = OmegaConf.create(path.read_text(encoding="utf-8"))
+        chosen = {key.removeprefix("override /"): value for entry in node.get("defaults", [])
+                  if isinstance(entry, DictConfig) for key, value in entry.items()}
+        sets = [f"{group}.{key}" for group in ("model", "data") for key in node.get(group, {})]
+        if sets and chosen.get("model") == choices.get("model") and chosen.get("data") == choices.get("data"):
+            return (f"model={choices.model} data={choices.data} runs the model's own defaults; "
+                    f"experiment={path.name.removesuffix('.yaml')} has the settings for this data ({', '.join(sets)})")
+    return None
 
 
 def objective(metrics: dict[str, float], name: Optional[str]) -> Union[float, dict[str, float]]:

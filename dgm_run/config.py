@@ -1,8 +1,8 @@
 """Schemas of the config groups and the validation of a composed config.
 
-The schemas are the one source of defaults: the dataclasses below for trainer, optimizer,
-device and logger, and for model and data the nested `Config` class of the class their
-`_target_` names (see models/base.py and data/base.py). composition.py stores them in Hydra's
+The schemas are the one source of defaults: the dataclasses below for optimizer, device and
+logger, TrainerConfig (trainer_config.py) for trainer, and for model and data the nested `Config`
+class of the class their `_target_` names (see models/base.py and data/base.py). composition.py stores them in Hydra's
 ConfigStore, so that the YAML files hold only what differs from a schema.
 
 Hydra composes `configs/` into one DictConfig; `validate()` merges each group into its
@@ -23,56 +23,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dgm_run.checks import InvalidValue, check, check_choice, check_positive
 from dgm_run.errors import UserError
-
-
-# trainer.compile: off, or a mode of torch.compile.
-COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
-
-
-@dataclass
-class TrainerConfig:
-    max_epochs: int = 20
-    # When set, training stops after this many batches even if epochs remain.
-    max_steps: Optional[int] = None
-    # When set, training stops at the first batch after this much training time (evaluation
-    # excluded), then evaluates. Wall time is not reproducible: such a run resumes to other numbers.
-    max_minutes: Optional[float] = None
-    # Unlabelled examples per batch (semi-supervised data adds data.labelled_batch_size labelled ones).
-    batch_size: int = 100
-    eval_every_epochs: int = 5
-    eval_batch_size: int = 500
-    # Checkpoints are written every this many batches, at the end of every epoch, on
-    # SIGTERM/SIGINT and at the end of training.
-    checkpoint_every_steps: int = 500
-    log_every_steps: int = 50
-    # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass: on a CPU with
-    # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but ADGM's test error was
-    # 1.8 points worse over three seeds (README, "Speed"), so it is opt-in.
-    precision: str = "auto"
-    # torch.compile of the loss in a mode (default, reduce-overhead, max-autotune-no-cudagraphs), or
-    # false. Off by default: on CPU it gained nothing consistent (-3 % to +5 % per step, plus 6-35 s of
-    # compiling); not yet measured on a GPU. true means the default mode.
-    compile: str = "false"
-    # Capture the whole training step as one CUDA graph and replay it (the step of these small networks
-    # is bound by kernel launches); auto: on CUDA, off on CPU.
-    cuda_graph: str = "auto"
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        check_positive(self, "max_epochs", "max_steps", "batch_size",
-                       "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
-                       "log_every_steps")
-        check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
-        check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0 (got {self.max_minutes})")
-        # YAML's true/false reach a str field as "True"/"False".
-        self.compile, self.cuda_graph = self.compile.lower(), self.cuda_graph.lower()
-        if self.compile == "true":
-            self.compile = "default"
-        check_choice(self, "compile", COMPILE_MODES)
-        check_choice(self, "cuda_graph", ("auto", "true", "false"))
-        check(not (self.compile == "reduce-overhead" and self.cuda_graph == "true"), "compile",
-              "reduce-overhead captures CUDA graphs of its own; with trainer.cuda_graph=true use default or "
-              "max-autotune-no-cudagraphs")
+# TrainerConfig has a module of its own (its size); it is a schema of this module as the others are.
+from dgm_run.trainer_config import COMPILE_MODES, TrainerConfig  # noqa: F401 (COMPILE_MODES: re-exported)
 
 
 @dataclass
@@ -82,6 +34,8 @@ class PhaseOptimizerConfig:
     lr: Optional[float] = None
     betas: Optional[list[float]] = None
     weight_decay: Optional[float] = None
+    clip_norm: Optional[float] = None
+    clip_value: Optional[float] = None
 
 
 @dataclass
@@ -96,6 +50,10 @@ class OptimizerConfig:
     lr_decay: float = 1.0
     lr_decay_every_epochs: int = 1
     min_lr: float = 0.0
+    # Before each step, per phase over its own parameters: the gradient's total norm scaled down to clip_norm,
+    # then every element clamped to +-clip_value; null: off. The ADGM/SDGM authors' code: 5, then 1.
+    clip_norm: Optional[float] = None
+    clip_value: Optional[float] = None
     phases: dict[str, PhaseOptimizerConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +64,10 @@ class OptimizerConfig:
         check(0 < self.lr_decay <= 1, "lr_decay", f"must be in (0, 1] (got {self.lr_decay})")
         check_positive(self, "lr_decay_every_epochs")
         check(self.min_lr >= 0, "min_lr", f"must be >= 0 (got {self.min_lr})")
+        for prefix, node in (("", self), *((f"phases.{p}.", o) for p, o in self.phases.items())):  # names the phase
+            for key in ("clip_norm", "clip_value"):
+                value = getattr(node, key)
+                check(value is None or value > 0, prefix + key, f"must be > 0, or null for no clipping (got {value})")
 
 
 @dataclass

@@ -3,17 +3,19 @@ images and figures, and the projector's embedding, logged to TensorBoard.
 
 Callable on its own (scripts construct it from a trainer's parts). It draws from its own RNG
 stream, seeded by the run's seed and the step, so that evaluating (or not) never changes the
-training run and a resumed run evaluates to the same numbers.
+training run and a resumed run evaluates to the same numbers. With `progress_bar`, a bar counts the
+held-out examples done and names the metrics being computed: an evaluation can outlast training.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from dgm_run.config import LoggerConfig
 from dgm_run.data.base import DeviceData
@@ -24,11 +26,14 @@ from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 
 log = logging.getLogger(__name__)
+
+
 class Evaluator:
     def __init__(self, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, cfg: LoggerConfig,
-                 seed: int, batch_size: int, autocast: Any) -> None:
+                 seed: int, batch_size: int, autocast: Any, progress_bar: bool = False) -> None:
         self.model, self.data, self.logger, self.cfg = model, data, logger, cfg
         self.seed, self.batch_size, self.autocast = seed, batch_size, autocast
+        self.progress_bar = progress_bar
         self.device = data.x_train.device
 
     @torch.no_grad()
@@ -38,11 +43,16 @@ class Evaluator:
         started = time.perf_counter()
         model, data = self.model, self.data
         model.eval()
-        with forked_rng(self.device), self.autocast:
+        sets = data.eval_sets()
+        # Redrawn at every batch (mininterval=0): they are few, and each may take seconds.
+        bar = tqdm(total=sum(len(x) for x, _ in sets.values()), desc=f"evaluate {model.label}", unit="ex",
+                   leave=False, dynamic_ncols=True, mininterval=0, disable=not self.progress_bar)
+        with bar, forked_rng(self.device), self.autocast:
             torch.manual_seed(self.seed * 1_000_003 + step)
             metrics = {f"eval/{name}": float(value) for name, value in model.evaluate_all(data.x_test, data.y_test).items()}
-            for prefix, (x, y) in data.eval_sets().items():
-                metrics.update(self.average_metrics(prefix, x, y))
+            for prefix, (x, y) in sets.items():
+                metrics.update(self.average_metrics(prefix, x, y, bar))
+            bar.set_description("evaluate: image grids and figures")
             self._log_images(step)
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
                 for tag, picture in model.figures(data.x_test, data.y_test).items():
@@ -53,8 +63,10 @@ class Evaluator:
         self.logger.flush()
         return metrics
 
-    def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor) -> dict[str, float]:
-        """The model's per-example metrics averaged over a held-out set, and per class where it asks."""
+    def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor,
+                        bar: Optional[tqdm] = None) -> dict[str, float]:
+        """The model's per-example metrics averaged over a held-out set, and per class where it asks;
+        `bar` counts the examples done."""
         sums: dict[str, Tensor] = {}
         k = self.data.n_classes
         for start in range(0, len(x_all), self.batch_size):
@@ -64,6 +76,10 @@ class Evaluator:
                 if name in self.model.per_class_metrics:
                     per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
                     sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
+            if bar is not None:
+                names = [name for name in sums if not name.endswith("/per_class")]
+                bar.set_description(f"evaluate {prefix}/ {', '.join(names)}", refresh=False)
+                bar.update(len(x))
         class_counts = torch.bincount(y_all, minlength=k).clamp(min=1).cpu()
         metrics = {}
         for name, total in sums.items():

@@ -14,7 +14,7 @@ from dgm_run import checkpoint
 from dgm_run.config import complete, flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.device import resolve_device
-from dgm_run.errors import UserError
+from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
@@ -25,19 +25,24 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+# Where `dgm-run evaluate=DIR` writes, inside DIR.
+EVALUATION_DIR = "evaluation"
 
 
-def resumed_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
-    """The saved config of `run_dir`, every schema default filled in, with trainer.* overrides applied
-    (e.g. more epochs)."""
+def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resume",
+                   sections: tuple[str, ...] = ("trainer",)) -> DictConfig:
+    """The saved config of `run_dir`, every schema default filled in, with overrides of `sections` applied
+    (e.g. more epochs); `command` (resume, evaluate) names the command in errors."""
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
-        raise UserError(f"resume={run_dir}: no {CONFIG_FILE} there; name the directory of a dgm-run run")
+        raise UserError(f"{command}={run_dir}: no {CONFIG_FILE} there; name the directory of a dgm-run run")
     cfg = complete(OmegaConf.load(saved))
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if not key.startswith(("trainer.", "hydra.")):
-            raise UserError(f"resume: only trainer.* keys may change when resuming (got {override.input_line})")
+        if not key.startswith(tuple(f"{s}." for s in (*sections, "hydra"))):
+            allowed = ", ".join(f"{s}.*" for s in sections)
+            raise UserError(f"{command}: only {allowed} keys may change when {command.removesuffix('e')}ing "
+                            f"(got {override.input_line})")
         if not key.startswith("hydra."):
             OmegaConf.update(cfg, key, override.value(), merge=True)
     return cfg
@@ -57,7 +62,11 @@ def load_pretrained(model: GenerativeModel) -> None:
     """Load the parts of `model` that it takes from other runs' checkpoints."""
     for key, (module, path) in model.pretrained().items():
         prefix = next((name + "." for name, m in model.named_children() if m is module), "")
-        weights = {k.removeprefix(prefix): v for k, v in checkpoint.load(Path(path))["model"].items()}
+        weights = checkpoint.load(Path(path))["model"]
+        # The checkpoint of a run of this model holds the part under its prefix beside the others';
+        # that of a run of the part alone (a `vae` run for M1+M2's M1) holds only the part.
+        if prefix and any(k.startswith(prefix) for k in weights):
+            weights = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
         try:
             module.load_state_dict(weights)
         except RuntimeError as err:
@@ -71,6 +80,10 @@ def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
     into `run_dir`; with `state` (a checkpoint), at the point where that run stopped.
     `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits)."""
     rc = validate(cfg)
+    if rc.trainer.threads is not None:
+        torch.set_num_threads(rc.trainer.threads)
+    if rc.trainer.eval_iw_samples is not None and hasattr(rc.model, "iw_samples"):
+        rc.model.iw_samples = rc.trainer.eval_iw_samples  # read by the model at evaluation only
     torch.manual_seed(rc.seed)
     device = resolve_device(rc.device.type, rc.device.index)
     if splits is None:
@@ -92,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     if resume is not None:
         run_dir = Path(resume)
         cfg = resumed_config(run_dir, overrides)
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "resume"]) if "resume" in cfg else cfg
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("resume", "evaluate")])
     if resume is None and (run_dir / CHECKPOINT).exists():
         if not cfg.get("auto_resume"):
             raise UserError(f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
@@ -103,19 +116,50 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     state = checkpoint.load(run_dir / CHECKPOINT) if resume is not None else None
     trainer = build(cfg, run_dir, state=state)
     if resume is None:
+        run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; a script or a test calling run() may not
         OmegaConf.save(complete(cfg), run_dir / CONFIG_FILE)
+        # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
+        trainer.logger.session_start(flatten(complete(cfg)))
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data
     log.info("%s on %s: %d parameters, %d training examples, %d steps per epoch, run dir %s",
              type(model).__name__, trainer.device, sum(p.numel() for p in model.parameters()),
              len(data.x_train), data.steps_per_epoch, run_dir)
+    status: Optional[str] = "failure"
     try:
         metrics = trainer.fit()
-        trainer.logger.hparams(flatten(complete(cfg)), {k: v for k, v in metrics.items() if k.startswith("eval/")})
+        status = "success"
+    except Interrupted:
+        status = None  # it may be resumed: the process that ends the run says how it ended
+        raise
     finally:
+        trainer.logger.session_end(status)
         trainer.logger.close()
     checkpoint.write_json(run_dir / METRICS_FILE, metrics)
+    log_final(metrics)
+    log.info("wall time: training %.1f s, evaluation %.1f s", trainer.train_seconds, trainer.eval_seconds)
+    return metrics
+
+
+def evaluate_run(run_dir: Path, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """`dgm-run evaluate=DIR`: the metrics, grids, figures and embedding of DIR's last checkpoint, as the run
+    evaluated them (the same seed, so the same numbers), written into out_dir (DIR/evaluation). trainer.*
+    (e.g. eval_iw_samples) and logger.* may change; DIR's own files are only read."""
+    cfg = resumed_config(run_dir, overrides, "evaluate", ("trainer", "logger"))
+    state = checkpoint.load(run_dir / CHECKPOINT)
+    # The logger hides what an earlier evaluation of this checkpoint logged at its step (purge_step).
+    trainer = build(cfg, out_dir, state=state)
+    try:
+        metrics = {**trainer.evaluator(trainer.step), "epoch": trainer.epoch, "step": trainer.step}
+        trainer.evaluator.log_embedding(trainer.step)
+    finally:
+        trainer.logger.close()
+    checkpoint.write_json(out_dir / METRICS_FILE, metrics)
+    log_final(metrics)
+    return metrics
+
+
+def log_final(metrics: dict[str, float]) -> None:
     log.info("final: %s", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                     for k, v in headline(metrics).items()))
-    return metrics

@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dgm_run import checkpoint
+from dgm_run.best import BestCheckpoint
 from dgm_run.config import RunConfig
 from dgm_run.contract import Batch, Progress
 from dgm_run.data.base import DeviceData, EpochPlan
@@ -49,7 +50,9 @@ class Trainer:
         self.meter = LossMeter(list(self.optimizers), self.progress)
         self.step_functions = TrainStep(model, self.optimizers, schedule, cfg.model.simultaneous, self.meter,
                                         self.autocast, self.tcfg.compile, self.cuda_graph)
-        self.evaluator = Evaluator(model, data, logger, cfg.logger, cfg.seed, self.tcfg.eval_batch_size, self.autocast)
+        self.evaluator = Evaluator(model, data, logger, cfg.logger, cfg.seed, self.tcfg.eval_batch_size, self.autocast,
+                                   progress_bar=self.tcfg.progress_bar)
+        self.best = BestCheckpoint(self.tcfg, self.checkpoint_path.with_name("best.pt"), data.eval_sets())
         self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = self.tcfg.max_epochs * self.steps_per_epoch
         if self.tcfg.max_steps is not None:
@@ -61,22 +64,21 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self._signal: Optional[int] = None
         self._clock = (time.perf_counter(), 0)
-        # Wall time of the training steps in this process: evaluation and epoch-end work excluded.
-        self.train_seconds = 0.0
+        # Wall time of the training steps in this process (evaluation and epoch-end work excluded), and of
+        # its evaluations.
+        self.train_seconds = self.eval_seconds = 0.0
         # Called after each epoch's evaluation and before its checkpoint; returning True ends training
         # there (a script's stopping rule, e.g. scripts/time_to_accuracy.py). Its time is not training time.
         self.on_epoch_end: Optional[Callable[["Trainer"], bool]] = None
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model": self.model.state_dict(), **self.phase_optimizers.state_dict(),
             "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
             "plan": None if self.plan is None else {"order": self.plan.order, "labelled_order": self.plan.labelled_order},
-            "rng": rng, "evaluated_step": self.evaluated_step, "metrics": self.metrics,
+            "rng": checkpoint.rng_state(self.device), "evaluated_step": self.evaluated_step, "metrics": self.metrics,
+            "best": self.best.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -92,30 +94,30 @@ class Trainer:
             plan["order"].to(self.device), None if plan["labelled_order"] is None else plan["labelled_order"].to(self.device))
         self.evaluated_step = state.get("evaluated_step", -1)
         self.metrics = state.get("metrics", {})
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.best.load_state_dict(state.get("best"))
+        checkpoint.set_rng_state(state["rng"], self.device)
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, path: Optional[Path] = None) -> None:
+        """The whole state to `path` (default: last.pt)."""
         self._check_finite()  # never overwrite the last good checkpoint with a diverged model
-        checkpoint.save(self.state_dict(), self.checkpoint_path)
+        checkpoint.save(self.state_dict(), path or self.checkpoint_path)
 
     # ------------------------------------------------------------- training
     def fit(self) -> dict[str, float]:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.tcfg.progress_bar,
-                   desc="train", dynamic_ncols=True)
         try:
-            self._clock = (time.perf_counter(), self.step)
-            while self.step < self.total_steps:
-                self._run_epoch(bar)
-            self._check_finite()
-            if self.evaluated_step != self.step:
-                self.evaluate()
-            self.evaluator.log_embedding(self.step)
-            self.save_checkpoint()
+            # Log lines go through tqdm.write while the bars are up, so that they do not break a bar's line.
+            with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=self.step, desc="train",
+                                               disable=not self.tcfg.progress_bar, dynamic_ncols=True) as bar:
+                self._clock = (time.perf_counter(), self.step)
+                while self.step < self.total_steps:
+                    self._run_epoch(bar)
+                self._check_finite()
+                if self.evaluated_step != self.step:
+                    self.evaluate()
+                self.evaluator.log_embedding(self.step)
+                self.save_checkpoint()
         finally:
-            bar.close()
             for s, handler in handlers.items():
                 signal.signal(s, handler)
         return self.metrics
@@ -181,11 +183,16 @@ class Trainer:
         self._signal = signum  # acted on at the end of the current batch
 
     def evaluate(self) -> dict[str, float]:
+        if self.step > self._clock[1]:  # every evaluation has the training curve up to it, however short the run
+            self.log_train()
         metrics = self.evaluator(self.step)
         start, start_step = self._clock  # evaluation time is not training time
         self._clock = (start + metrics["time/eval_s"], start_step)
+        self.eval_seconds += metrics["time/eval_s"]
         self.metrics = {**metrics, "epoch": self.epoch, "step": self.step}
         self.evaluated_step = self.step
+        if self.best.update(metrics, self.epoch, self.save_checkpoint):
+            self.total_steps = self.step  # early stop
         log.info("epoch %d step %d: %s", self.epoch, self.step,
                  ", ".join(f"{k} {v:.4g}" for k, v in headline(metrics).items()))
         return metrics

@@ -35,6 +35,15 @@ BAD_INPUT = [
     (["model=avb", "data=toy_onehot4", "optimizer.phases.adversary.lr=1e-4"],
      "optimizer.phases is empty here: add it with +optimizer.phases.adversary.lr=1e-4"),
     (["model.activation=swish"], "model.activation: 'swish' is not allowed; choose one of relu, softplus"),
+    (["trainer.threads=0"], "trainer.threads: must be a positive integer (got 0)"),
+    (["trainer.eval_iw_samples=0"], "trainer.eval_iw_samples: must be a positive integer (got 0)"),
+    (["trainer.best_metric=elbo"],
+     "trainer.best_metric: must name a held-out metric, eval/... or valid/... (got elbo)"),
+    (["trainer.best_metric=valid/elbo"], "trainer.best_metric=valid/elbo: this run has no valid/ metrics; "
+                                         "hold out a validation set with data.n_validation=N"),
+    (["trainer.best_mode=lowest"], "trainer.best_mode: 'lowest' is not allowed; choose one of auto, min, max"),
+    (["trainer.early_stop_patience=3"], "trainer.early_stop_patience: needs trainer.best_metric"),
+    (["evaluate=/nowhere", "resume=/nowhere"], "evaluate= and resume= exclude each other"),
 ]
 
 
@@ -49,7 +58,28 @@ def assert_one_line_error(code: int, err: str, fragment: str) -> None:
 def test_bad_value_is_one_clear_line(cli, tmp_path, args, fragment):
     code, _, err = cli(*TINY, *args, f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(code, err, fragment)
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run").exists()  # Hydra had made it, with its own files only: taken back
+
+
+def test_a_bad_value_leaves_no_directory_in_outputs(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for bad in ("trainer.batch_size=0", "data.n_labels=15"):  # the schema's check; the data's, once it is loaded
+        code, _, err = cli(*TINY, bad)
+        assert code == 2 and err.startswith("dgm-run: error: "), err
+        assert not (tmp_path / "outputs").exists()
+    # A directory that existed before the run is left as it was, whatever it holds.
+    (tmp_path / "mine").mkdir()
+    assert cli(*TINY, "trainer.batch_size=0", f"hydra.run.dir={tmp_path / 'mine'}")[0] == 2
+    assert (tmp_path / "mine").is_dir()
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "sweep"])
+def test_a_run_directory_that_cannot_be_made_is_one_line(cli, tmp_path, multirun):
+    (tmp_path / "plain").write_text("a file, not a directory")
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    code, _, err = cli(*(["-m"] if multirun else []), *TINY, f"{key}={tmp_path / 'plain' / 'sub'}")
+    assert_one_line_error(code, err, f"{key}={tmp_path / 'plain' / 'sub'}: cannot make the run directory there "
+                                     f"({tmp_path / 'plain'} is a file, not a directory); choose a writable directory")
 
 
 def test_missing_data_without_download(cli, tmp_path):

@@ -42,6 +42,32 @@ def test_entropy_is_the_gaussian_entropy_of_the_batch_norm_scales_and_has_their_
     torch.testing.assert_close(scales[1].grad, torch.full((12,), 2.0))
 
 
+@pytest.mark.parametrize("count", ["units", "scales"])
+def test_conv_entropy_counts_each_scale_per_position_or_once(count):
+    """28 x 28 digits, 2 channels: a 7 x 7 map of 4 channels, then a 14 x 14 map of 2. units counts a
+    channel's scale once per position of its map (49 and 196 times), scales once (the authors' code)."""
+    torch.manual_seed(0)
+    spec = DataSpec(shape=(1, 28, 28), n_classes=1, is_image=True, n_train=10)
+    model = DDGM(DDGM.Config(network="conv", channels=2, z_dim=3, features=4, experts=4, entropy_count=count), spec)
+    scales = [m.weight for m in model.generator if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [len(s) for s in scales] == [4, 2]
+    with torch.no_grad():
+        scales[0].fill_(2.0)
+        scales[1].fill_(0.5)
+    times = [49, 196] if count == "units" else [1, 1]
+    expected = (times[0] * 4 * 0.5 * math.log(2 * math.pi * math.e * 4)
+                + times[1] * 2 * 0.5 * math.log(2 * math.pi * math.e * 0.25))
+    entropy = model.entropy()
+    assert entropy.item() == pytest.approx(expected, rel=1e-6)
+    entropy.backward()
+    torch.testing.assert_close(scales[0].grad, torch.full((4,), times[0] / 2.0))  # d/dgamma ½ log gamma² = 1 / gamma
+    torch.testing.assert_close(scales[1].grad, torch.full((2,), times[1] / 0.5))
+    # In an MLP every unit has its own scale: both counts are the same.
+    mlp = {c: DDGM(DDGM.Config(**SMALL, entropy_count=c), SPEC_2D) for c in ("units", "scales")}
+    mlp["scales"].load_state_dict(mlp["units"].state_dict())
+    assert torch.equal(mlp["units"].entropy(), mlp["scales"].entropy())
+
+
 def test_each_phase_loss_leaves_gradients_only_on_its_own_parameters():
     torch.manual_seed(0)
     model = DDGM(DDGM.Config(**SMALL), SPEC_2D)
@@ -165,6 +191,7 @@ def test_short_gmm_run_covers_modes_and_logs_figures(tmp_path):
     ("model.network=resnet", r"model.network: 'resnet' is not allowed; choose one of mlp, conv"),
     ("model.generator_hidden=[]", r"model.generator_hidden: must be a non-empty list"),
     ("model.entropy_weight=-1", r"model.entropy_weight: must be >= 0"),
+    ("model.entropy_count=pixels", r"model.entropy_count: 'pixels' is not allowed; choose one of units, scales"),
     ("model.energy_l2=-1", r"model.energy_l2: must be >= 0"),
     ("model.mode_min_samples=0", r"model.mode_min_samples: must be a positive integer"),
     ("+model.sigmaa=1", r"model: unknown key 'sigmaa'"),

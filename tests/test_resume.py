@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 # Big enough that a kill lands mid-epoch (80 batches per epoch), small enough for seconds on a CPU.
 RUN = ["trainer.max_epochs=3", "trainer.checkpoint_every_steps=7", "trainer.eval_every_epochs=1",
@@ -21,6 +24,17 @@ DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
 
 def dgm_run(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([DGM_RUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def hparams_status(run_dir: Path) -> tuple[dict, Optional[int]]:
+    """The HParams session of a run's events: its hyper-parameters and its end status (None: no end)."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    content = {tag: plugin_data_pb2.HParamsPluginData.FromString(value)
+               for tag, value in events.PluginTagToContent("hparams").items()}
+    hparams = dict(content["_hparams_/session_start_info"].session_start_info.hparams)
+    end = content.get("_hparams_/session_end_info")
+    return hparams, None if end is None else end.session_end_info.status
 
 
 def final_metrics(run_dir: Path) -> dict:
@@ -56,11 +70,15 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path, reference, sig):
     state = torch.load(ckpt, weights_only=True)
     assert 0 < state["batch_in_epoch"] < 80 and state["epoch"] == 0, "the kill should land mid-epoch"
     assert not (run_dir / "metrics.json").exists()
+    # The HParams dashboard lists the run from its start, and not as finished.
+    hparams, status = hparams_status(run_dir)
+    assert hparams["trainer.checkpoint_every_steps"].number_value == 7 and status is None
 
     resumed = dgm_run(f"resume={run_dir}")
     _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     assert final_metrics(run_dir) == reference
+    assert hparams_status(run_dir)[1] == api_pb2.STATUS_SUCCESS  # the process that finished it says so
 
 
 def test_resume_may_extend_training(cli, tmp_path):

@@ -175,6 +175,23 @@ def test_m1m2_reuses_a_trained_vae(tmp_path):
         run(cfg, m1m2_dir)
 
 
+def test_m1m2_reuses_the_m1_of_an_m1m2_run(tmp_path):
+    """The checkpoint of an M1+M2 run holds M1 under `m1.` beside M2's weights: only M1's are loaded."""
+    first = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=1",
+                           "trainer.max_epochs=2", "model.iw_samples=2")
+    run(first, tmp_path / "first")
+    ckpt = tmp_path / "first" / "checkpoints" / "last.pt"
+    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=0",
+                         f"model.m1_checkpoint={ckpt}")
+    from dgm_run.config import target_class, validate
+    from dgm_run.train import load_pretrained
+
+    model = target_class(cfg.model, "model")(validate(cfg).model, DataSpec((1, 8, 8), 4, True, 800, 20))
+    load_pretrained(model)
+    trained = torch.load(ckpt, weights_only=True)["model"]
+    assert torch.equal(model.m1.encoder[0].weight, trained["m1.encoder.0.weight"])
+
+
 def test_m1m2_phases_leave_no_gradient_on_each_other():
     from dgm_run.data.base import Batch
     from dgm_run.models.m1m2 import M1M2
@@ -188,6 +205,113 @@ def test_m1m2_phases_leave_no_gradient_on_each_other():
         model.loss(phase, batch)["loss"].backward()
         assert all(p.grad is not None for p in model.phase_parameters(phase))
         assert all(p.grad is None for p in model.phase_parameters(other))
+
+
+def m1m2_batch(x: torch.Tensor, x_labelled: torch.Tensor):
+    from dgm_run.contract import Batch
+
+    return Batch(x=x, x_labelled=x_labelled, y_labelled=torch.arange(len(x_labelled)) % 3)
+
+
+def test_m1m2_prunes_exactly_the_m1_units_at_or_under_the_threshold_at_m2s_first_step(monkeypatch):
+    """Units whose posterior mean has a standard deviation over the batch of at most the threshold are
+    pruned: M2 sees them as 0 and its likelihood leaves them out; the mask is fixed after M2's first step."""
+    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.vae_family import Gaussian
+
+    torch.manual_seed(0)
+    spreads = torch.tensor([0.0, 0.05, 0.1, 0.11, 1.0])  # the third exactly at the threshold: pruned
+    offsets = torch.tensor([5.0, -2.0, 0.0, 1.0, 0.0])  # a unit's mean level does not count, its spread does
+    signs = torch.tensor([1.0, -1.0] * 4).unsqueeze(1)  # 8 digits: each unit at its offset ± its spread
+    means = [offsets + signs * spreads, torch.zeros(8, 5)]  # the second step's digits would prune every unit
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8], m1_prune_threshold=0.1), SPEC)
+    monkeypatch.setattr(model.m1, "encode", lambda x: (means.pop(0), torch.zeros(len(x), 5)))
+    seen = []
+    m2_loss = model.m2.loss
+    monkeypatch.setattr(model.m2, "loss", lambda phase, batch: seen.append(batch) or m2_loss(phase, batch))
+    batch = m1m2_batch(torch.rand(4, 1, 4, 4), torch.rand(4, 1, 4, 4))
+    model.loss("m2", batch)
+    keep = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0])
+    assert torch.equal(model.m2.keep, keep)
+    features = torch.cat([seen[0].x, seen[0].x_labelled])
+    assert torch.equal(features[:, :3], torch.zeros(8, 3)) and (features[:, 3:] != 0).all()
+    model.loss("m2", batch)
+    assert torch.equal(model.m2.keep, keep) and int(model.m2_steps) == 2
+    # log p(z1|y,z2) is the Gaussian of the kept units alone, whatever the pruned units' outputs.
+    out, z1 = torch.randn(6, 10), torch.randn(6, 5)
+    kept = torch.cat([out[:, 3:5], out[:, 8:10]], 1)
+    torch.testing.assert_close(model.m2.log_px(out, z1), Gaussian().log_prob(kept, z1[:, 3:]))
+    # The mask and the step count are in checkpoints: a resumed run keeps its units.
+    resumed = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8], m1_prune_threshold=0.1), SPEC)
+    resumed.load_state_dict(model.state_dict())
+    assert torch.equal(resumed.m2.keep, keep) and int(resumed.m2_steps) == 2
+
+
+def test_m1m2_without_a_threshold_keeps_every_unit():
+    from dgm_run.models.m1m2 import M1M2
+
+    torch.manual_seed(0)
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8]), SPEC)
+    with torch.no_grad():  # every unit's posterior mean constant over the digits
+        model.m1.encoder[-1].weight.zero_()
+    model.loss("m2", m1m2_batch(torch.rand(4, 1, 4, 4), torch.rand(4, 1, 4, 4)))
+    assert torch.equal(model.m2.keep, torch.ones(5))
+
+
+def test_m1m2_features_of_grey_digits_are_never_binarized_while_m1_trains_on_fresh_draws(monkeypatch):
+    from dgm_run.checks import InvalidValue
+    from dgm_run.models.m1m2 import M1M2
+
+    torch.manual_seed(0)
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8], m1_binarize=True), SPEC)
+    inputs = []
+    encode = model.m1.encode
+    monkeypatch.setattr(model.m1, "encode", lambda x: inputs.append(x) or encode(x))
+    grey = torch.rand(6, 1, 4, 4) * 0.98 + 0.01  # every pixel strictly between black and white
+    grey_l = torch.rand(3, 1, 4, 4) * 0.98 + 0.01
+    batch = m1m2_batch(grey, grey_l)
+    model.loss("m2", batch)
+    assert torch.equal(inputs.pop(), torch.cat([grey, grey_l]).flatten(1))  # M2's features: the grey digits
+    model.evaluate(grey, torch.zeros(6, dtype=torch.long))
+    classified, m1_scored = inputs[-2:]
+    assert torch.equal(classified, grey.flatten(1))  # the classifier's features: the grey test digits
+    assert set(m1_scored.unique().tolist()) == {0.0, 1.0}  # M1's bound: on the digits it models, binarized
+    model.loss("m1", batch)
+    model.loss("m1", batch)
+    first, second = inputs[-2:]
+    for drawn in (first, second):  # M1 trains on binary pixels drawn from the grey levels
+        assert set(drawn.unique().tolist()) == {0.0, 1.0} and drawn.shape == (6, 16)
+    assert not torch.equal(first, second)  # a fresh draw at every step
+    plain = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8]), SPEC)
+    monkeypatch.setattr(plain.m1, "encode", lambda x: inputs.append(x) or encode(x))
+    plain.loss("m1", batch)
+    assert torch.equal(inputs[-1], grey.flatten(1))  # the default: M1 sees the digits as served
+    with pytest.raises(InvalidValue, match="m1_binarize: binary pixels need a Bernoulli M1"):
+        M1M2.Config(m1_binarize=True, m1_likelihood="gaussian")
+    with pytest.raises(InvalidValue, match="m1_prune_threshold: must be >= 0 or null"):
+        M1M2.Config(m1_prune_threshold=-0.1)
+
+
+def test_m1m2_says_when_it_is_evaluated_before_m2_has_trained(tmp_path, caplog):
+    """A run that ends within M1's epochs reports a chance-level error: the evaluation says so."""
+    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[16]", "model.m1_z_dim=4", "model.m1_epochs=3",
+                         "trainer.max_epochs=3", "trainer.eval_every_epochs=3", "logger.embedding=0")
+    with caplog.at_level("WARNING", logger="dgm_run.models.m1m2"):
+        metrics = run(cfg, tmp_path)
+    warned = [r.getMessage() for r in caplog.records if r.name == "dgm_run.models.m1m2"]
+    assert warned and "M2 has not trained yet (its phase starts at epoch 3)" in warned[-1]
+    assert metrics["eval/accuracy"] < 0.6  # an untrained classifier of 4 prototypes
+    caplog.clear()
+    from dgm_run.models.m1m2 import M1M2
+
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8]), SPEC)
+    x = torch.rand(4, 1, 4, 4)
+    with caplog.at_level("WARNING", logger="dgm_run.models.m1m2"):
+        model.evaluate_all(x, torch.zeros(4, dtype=torch.long))
+        assert len(caplog.records) == 1
+        model.loss("m2", m1m2_batch(x, x[:3]))
+        model.evaluate_all(x, torch.zeros(4, dtype=torch.long))
+        assert len(caplog.records) == 1  # M2 has stepped: nothing more to say
 
 
 @pytest.mark.parametrize("chunk_rows", [5_000, 10])  # the draws of a in one pass, or in passes of 2, 2, 2, 1

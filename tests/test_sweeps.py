@@ -64,6 +64,22 @@ def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
         assert float(row["eval/elbo mean"]) == pytest.approx(sum(expected[row["model.z_dim"]]) / 2)
 
 
+def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
+    """The same settings, once from a config group (trainer=debug) and once as explicit overrides, land in
+    one row; two sweep directories are pooled."""
+    first = sweep(tmp_path / "first", "trainer=debug", "seed=0,1")
+    second = sweep(tmp_path / "second", "trainer.checkpoint_every_steps=10", "model.z_dim=50,8", "seed=2")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    table = results_table(str(tmp_path / "first"), str(tmp_path / "second"), "--metrics", "eval/elbo").stdout
+    lines = table.splitlines()
+    assert lines[0] == "| model.z_dim | runs | eval/elbo |"
+    assert [row.split("|")[1:3] for row in lines[2:]] == [[" 50 ", " 3 "], [" 8 ", " 1 "]]
+    pooled = [json.loads((tmp_path / d / "metrics.json").read_text())["eval/elbo"]
+              for d in ("first/0", "first/1", "second/0")]
+    mean = float(lines[2].split("|")[3].split("±")[0])
+    assert mean == pytest.approx(sum(pooled) / 3, rel=1e-3)
+
+
 def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
     done = sweep(tmp_path / "sweep", "model.hidden=[16],[-3],[8]")
     assert done.returncode == 2

@@ -120,16 +120,40 @@ def test_simultaneous_schedule_takes_every_gradient_before_any_step(tmp_path):
     assert calls == ["adversary", "primal", "step adversary", "step primal", "adversary", "step adversary"] * 2
 
 
+def test_gradient_clipping_applies_per_phase_to_the_gradients_each_optimizer_steps_with(tmp_path):
+    """optimizer.clip_value for every phase, and a clip_norm for the adversary alone: each phase's optimizer
+    steps with its own gradients clipped (seen by a step pre-hook registered after the clipping's)."""
+    cfg = two_player_cfg("optimizer.clip_value=0.01", "+optimizer.phases.adversary.clip_norm=0.001")
+    trainer = build_trainer(cfg, tmp_path)
+    seen: dict[str, list[list[torch.Tensor]]] = {p: [] for p in trainer.optimizers}
+    for phase, optimizer in trainer.optimizers.items():
+        optimizer.register_step_pre_hook(
+            lambda opt, *_, phase=phase: seen[phase].append([p.grad.clone() for p in opt.param_groups[0]["params"]]))
+    plan = trainer.data.plan_epoch()
+    for i in range(3):
+        trainer.train_step(trainer.data.batch(plan, i))
+    norm = {p: [float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) for grads in steps]
+            for p, steps in seen.items()}
+    assert len(norm["adversary"]) == 6 and max(norm["adversary"]) <= 0.001
+    assert min(norm["primal"]) > 0.001  # the adversary's bound is its own
+    for phase, steps in seen.items():
+        assert all(bool((g.abs() <= 0.01).all()) for grads in steps for g in grads), phase
+    assert any(bool((g.abs() == 0.01).any()) for grads in seen["primal"] for g in grads)  # the bound bites
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: host syncs exist only there")
-@pytest.mark.parametrize("model", ["vae", "adgm", "avb"])
+@pytest.mark.parametrize("model", ["vae", "adgm", "avb", "adgm_authors"])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "cuda_graph"])
 def test_training_steps_never_wait_for_the_gpu(tmp_path, model, graph):
     """Losses stay on the device between log intervals, batches are drawn and binarized there:
     a step that copied anything to the host would raise under the sync debug mode. Eager steps, and
-    the replays of the step captured as a CUDA graph."""
-    labels = ["data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]"] if model == "adgm" else []
-    cfg = compose_cfg(*TINY[:-1], "device=cuda", f"model={model}", *labels, "trainer.log_every_steps=1000",
-                      "logger=none", f"trainer.cuda_graph={str(graph).lower()}")
+    the replays of the step captured as a CUDA graph; adgm_authors: with the authors' options of issue 13."""
+    labels = ["data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]"] if "adgm" in model else []
+    if model == "adgm_authors":
+        labels += ["optimizer.clip_norm=5", "optimizer.clip_value=1", "model.samples=3", "model.mc_average=authors",
+                   "model.p_a=standard", "model.init=glorot"]
+    cfg = compose_cfg(*TINY[:-1], "device=cuda", f"model={model.removesuffix('_authors')}", *labels,
+                      "trainer.log_every_steps=1000", "logger=none", f"trainer.cuda_graph={str(graph).lower()}")
     trainer = build_trainer(cfg, tmp_path)
     plan = trainer.data.plan_epoch()
     first = 5 if graph else 1  # the first step may initialise lazily; warm-up calls and the capture may sync

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dgm_run.checks import check, check_positive
+from dgm_run.checks import check, check_choice, check_positive
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
 
@@ -32,6 +32,10 @@ class DataConfig:
     split_seed: int = 0
     # Draw a fresh Bernoulli sample of the pixels for every batch (the papers' dynamic binarization).
     binarize: bool = True
+    # With binarize: the held-out (test and validation) images. once: binarized once with the split seed,
+    # so every evaluation sees the same digits; grey: their grey levels, never binarized (what the ADGM and
+    # M1+M2 authors' code classifies). Without binarize every set is grey.
+    test_binarize: str = "once"
     # Training examples held out (drawn with split_seed) as a validation set, so that a
     # hyper-parameter search need not tune on the test set; metrics under valid/.
     n_validation: int = 0
@@ -40,6 +44,7 @@ class DataConfig:
         check_positive(self, "n_labels", "labelled_batch_size")
         check(self.n_validation >= 0, "n_validation", f"must be >= 0 (got {self.n_validation})")
         check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
+        check_choice(self, "test_binarize", ("once", "grey"))
 
 
 @dataclass
@@ -120,10 +125,13 @@ class DeviceData:
         self.x_train = x_train.to(device)
         self.y_train = y_train.to(device)
         self.y_test = splits.y_test.to(device)
-        # Held-out sets are binarized once, with the split seed, so every evaluation sees the same digits.
-        self.x_test = self._to_float(splits.x_test, torch.Generator().manual_seed(cfg.split_seed)).to(device)
+        # test_binarize=once: one draw from the split seed, the same digits in every evaluation and run.
+        once = cfg.test_binarize == "once"
+        def held_out(x: Tensor, seed: int) -> Tensor:
+            return self._to_float(x, torch.Generator().manual_seed(seed), once).to(device)
+        self.x_test = held_out(splits.x_test, cfg.split_seed)
         if self.x_valid is not None:
-            self.x_valid = self._to_float(self.x_valid, torch.Generator().manual_seed(cfg.split_seed + 1)).to(device)
+            self.x_valid = held_out(self.x_valid, cfg.split_seed + 1)
             self.y_valid = self.y_valid.to(device)
         self.modes, self.mode_std = splits.modes, splits.mode_std
         self.unit_interval = splits.x_train.dtype == torch.uint8 or bool(
@@ -146,11 +154,12 @@ class DeviceData:
         return DataSpec(self.shape, self.n_classes, self.is_image, len(self.x_train), self.cfg.n_labels,
                         self.modes, self.mode_std, self.unit_interval)
 
-    def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None, binarize: bool = True) -> Tensor:
+        """Images as floats in [0, 1], binarized when data.binarize and `binarize` both say so."""
         if not self.is_image:
             return x.float()
         x = x.float() / 255.0
-        if not self.cfg.binarize:
+        if not (self.cfg.binarize and binarize):
             return x
         # A Bernoulli draw per pixel as uniform < p: the same distribution as torch.bernoulli, 4x faster on CPU.
         return (torch.rand(x.shape, generator=generator, device=x.device) < x).float()

@@ -4,6 +4,8 @@ Inference q(a|x) q(y|a,x) q(z|a,x,y); generative p(a|x,y,z) p(x|y,z) p(y) p(z) w
 uniform and p(z) standard normal. The auxiliary a makes q(y|a,x) a richer classifier;
 test predictions average q(y|a,x) over `eval_samples` draws of a. No batch norm: the
 paper reports that it made the official code diverge. SDGM (sdgm.py) is the skip variant.
+`p_a=standard` replaces p(a|x,y,z) by N(0, I), as the authors' published ADGM code does; a is
+auxiliary, so the generative model of x is the same, only the bound changes.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any, Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgm_run.checks import check_positive
+from dgm_run.checks import check_choice, check_positive
 from dgm_run.contract import DataSpec
+from dgm_run.errors import UserError
 from dgm_run.models.labels import LabelledInput, Labels
 from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, chunks, mlp, normal_log_prob, reparameterize,
                                standard_normal_log_prob)
@@ -37,12 +40,19 @@ class ADGM(SemiSupervisedModel):
         # Draws of a ~ q(a|x) over which q(y|a,x) is averaged for test predictions.
         eval_samples: int = 100
         iw_samples: int = 10
+        # The prior on a: conditional, p(a|x,y,z) (the paper's; SDGM's p(a|y,z)); standard, N(0, I) (the
+        # authors' published ADGM code, behind their log).
+        p_a: str = "conditional"
 
         def __post_init__(self) -> None:
             super().__post_init__()
             check_positive(self, "a_dim", "eval_samples")
+            check_choice(self, "p_a", ("conditional", "standard"))
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
+        if self.skip and cfg.p_a == "standard":
+            raise UserError("model.p_a: 'standard' is ADGM's (the authors' ADGM code); SDGM generates x from a, "
+                            "which it draws from p(a|y,z) (the paper's and its authors' code): choose conditional")
         super().__init__(cfg, spec)
         act, hidden, k = ACTIVATIONS[cfg.activation], cfg.hidden, self.n_classes
         a_dim, z_dim, x_dim = cfg.a_dim, cfg.z_dim, self.x_dim
@@ -55,9 +65,12 @@ class ADGM(SemiSupervisedModel):
         # p(x|y,z), SDGM's p(x|a,y,z): a, drawn once per x, enters through the per-example part.
         self.p_x_in = LabelledInput([a_dim] if self.skip else [], [z_dim], k, hidden[-1])
         self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
-        # p(a|x,y,z), SDGM's p(a|y,z): ADGM's x enters through the per-example part.
-        self.p_a_in = LabelledInput([] if self.skip else [x_dim], [z_dim], k, hidden[-1])
-        self.p_a = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], 2 * a_dim, cfg.activation))
+        # p(a|x,y,z), SDGM's p(a|y,z): ADGM's x enters through the per-example part. None: N(0, I).
+        self.conditional_p_a = cfg.p_a == "conditional"
+        if self.conditional_p_a:
+            self.p_a_in = LabelledInput([] if self.skip else [x_dim], [z_dim], k, hidden[-1])
+            self.p_a = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], 2 * a_dim, cfg.activation))
+        self.initialize([self.q_a, self.q_z, *([self.p_a] if self.conditional_p_a else [])], self.q_y, self.p_x)
 
     def _sample_a(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """a ~ q(a|x) and log q(a|x)."""
@@ -76,6 +89,13 @@ class ADGM(SemiSupervisedModel):
         mu, logvar = self.p_a(self.p_a_in(labels, example=[] if x is None else [x], row=[z])).chunk(2, dim=-1)
         return mu, logvar
 
+    def log_p_a(self, labels: Labels, x: Tensor, z: Tensor, a: Tensor) -> Tensor:
+        """log p(a|x,y,z) per row (SDGM: p(a|y,z)); with p_a=standard, log N(a; 0, I), once per example."""
+        if not self.conditional_p_a:
+            return labels.rows(standard_normal_log_prob(a))
+        mu, logvar = self._p_a(labels, None if self.skip else x, z)
+        return normal_log_prob(labels.rows(a), mu, logvar)
+
     def _p_x(self, labels: Labels, a: Optional[Tensor], z: Tensor) -> Tensor:
         return self.p_x(self.p_x_in(labels, example=[] if a is None else [a], row=[z]))
 
@@ -84,10 +104,9 @@ class ADGM(SemiSupervisedModel):
         mu_z, logvar_z = self.q_z(self.q_z_in(labels, example=[a, x])).chunk(2, dim=-1)
         z = reparameterize(mu_z, logvar_z)
         out = self._p_x(labels, a if self.skip else None, z)
-        mu_a, logvar_a = self._p_a(labels, None if self.skip else x, z)
         return importance_log_weight(
             labels.paired(self.log_px, out, x),
-            [normal_log_prob(labels.rows(a), mu_a, logvar_a), standard_normal_log_prob(z), self.log_prior_y],
+            [self.log_p_a(labels, x, z, a), standard_normal_log_prob(z), self.log_prior_y],
             [normal_log_prob(z, mu_z, logvar_z), labels.rows(ctx["log_q_a"])], kl_weight)
 
     def classify(self, x: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Scatter
 from dgm_run.models.avb_discriminator import discriminator
 from dgm_run.models.base import PhaseStep, frozen
+from dgm_run.models.latent_figure import latent_figure
 from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
                                standard_normal_log_prob)
 from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
@@ -43,9 +44,6 @@ from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_lik
 VAR_FLOOR = 1e-4
 # Share of the prior in the defensive mixture proposal of the log-likelihood estimate.
 PRIOR_WEIGHT = 0.1
-# Codes per test point in the "latent" figure (the paper's figure 6).
-FIGURE_DRAWS = 500
-FIGURE_POINTS = 10
 
 
 class AVB(LatentDecoder):
@@ -230,14 +228,8 @@ class AVB(LatentDecoder):
 
     @torch.no_grad()
     def figures(self, x: Tensor, y: Tensor) -> dict[str, Scatter]:
-        """For 2-D codes of non-image data: FIGURE_DRAWS codes z ~ q(z|x) of the first test point
-        of each label, coloured by label (the paper's figure 6)."""
-        if self.spec.is_image or self.cfg.z_dim != 2:
-            return {}
-        first = torch.stack([torch.nonzero(y == c)[0, 0] for c in y.unique()[:FIGURE_POINTS]])
-        z = self.encode(x[first].flatten(1), FIGURE_DRAWS)  # (FIGURE_DRAWS, P, 2)
-        labels = y[first].expand(FIGURE_DRAWS, -1)
-        return {"latent": Scatter(z.reshape(-1, 2), labels.reshape(-1), title="z ~ q(z|x) per test point")}
+        """Codes of test points coloured by label, PCA-projected beyond two dimensions (latent_figure.py)."""
+        return {"latent": latent_figure(self.encode, x, y, self.spec.is_image)}
 
     def code(self, x: Tensor) -> Tensor:
         """One draw z ~ q(z|x) per x: what reconstructions decode."""

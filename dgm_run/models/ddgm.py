@@ -96,6 +96,9 @@ class DDGM(GenerativeModel):
         sigma: float = 1.0
         # Weight of the entropy in the generator loss (1: the paper's KL).
         entropy_weight: float = 1.0
+        # The entropy counts units (every batch-normalised unit: a conv channel's scale H x W times, once per
+        # position) or scales (each batch-norm scale once, as the authors' code does); the same for an MLP.
+        entropy_count: str = "units"
         # Not in the paper: weight of a penalty mean((E(x) - ||x||^2/sigma^2)^2) over data and samples in
         # the energy phase, which bounds the learned part of the energy (0: off, the paper's loss).
         energy_l2: float = 0.0
@@ -110,6 +113,7 @@ class DDGM(GenerativeModel):
         def __post_init__(self) -> None:
             super().__post_init__()
             check_choice(self, "network", ("mlp", "conv"))
+            check_choice(self, "entropy_count", ("units", "scales"))
             check_positive(self, "z_dim", "channels", "features", "experts", "eval_samples", "mode_min_samples")
             for key in ("generator_hidden", "energy_hidden"):
                 check(len(getattr(self, key)) > 0, key, "must be a non-empty list of positive layer sizes (got [])")
@@ -126,7 +130,7 @@ class DDGM(GenerativeModel):
         super().__init__(cfg, spec)
         self.x_dim = math.prod(spec.shape)
         # Units that share each batch-norm scale, per batch-norm layer of the generator in order:
-        # 1 in an MLP, H x W for a conv channel. The entropy counts every unit.
+        # 1 in an MLP, H x W for a conv channel; model.entropy_count says whether the entropy counts them.
         self.units_per_scale: list[int] = []
         if cfg.network == "conv":
             self.generator, features = self._conv_nets(cfg, spec)
@@ -176,11 +180,13 @@ class DDGM(GenerativeModel):
         return out.view(n, *self.spec.shape)
 
     def entropy(self) -> Tensor:
-        """H ≈ sum over batch-normalised units a_i of ½ log(2πe gamma_i²), gamma_i the unit's batch-norm scale."""
+        """H ≈ sum over batch-normalised units a_i of ½ log(2πe gamma_i²), gamma_i the unit's batch-norm scale
+        (model.entropy_count=scales: over the scales, each once)."""
         scales = [m.weight for m in self.generator if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        counts = self.units_per_scale if self.cfg.entropy_count == "units" else [1] * len(scales)
         # The small constant keeps the log finite should a scale cross zero.
-        return sum(units * 0.5 * (LOG_2PI_E + torch.log(gamma.pow(2) + 1e-8)).sum()
-                   for units, gamma in zip(self.units_per_scale, scales))
+        return sum(count * 0.5 * (LOG_2PI_E + torch.log(gamma.pow(2) + 1e-8)).sum()
+                   for count, gamma in zip(counts, scales))
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         n = len(batch.x)

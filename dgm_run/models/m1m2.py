@@ -6,12 +6,18 @@ likelihood on z1 ~ q(z1|x) (M1 frozen). The default schedule pretrains M1 for
 run with the same M1 sizes) M1 is loaded instead and `m1_epochs` should be 0.
 `m1_likelihood` is M1's p(x|z1); `likelihood` M2's p(z1|y,z2), Gaussian: the features are not
 in [0, 1]. With `kl_warmup_epochs`, each part's warm-up starts at the first epoch of its phase.
+
+Kingma's code (learn_yz_x_ss.py, gpulearn_z_x.py of dpkingma/nips14-ssl) differs from the plain
+recipe in two ways, each an option here: M1 trains on binarized digits but M2's features are
+those of the grey-level digits (`m1_binarize` with data.binarize=false), and M1's units whose
+posterior mean barely varies over the data are left out of M2 (`m1_prune_threshold`).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -20,10 +26,29 @@ from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.models.base import GenerativeModel, PhaseStep
 from dgm_run.models.m2 import M2
-from dgm_run.models.nn import reparameterize
+from dgm_run.models.nn import LOG_2PI, reparameterize
 from dgm_run.models.semi_supervised import SemiSupervisedConfig
 from dgm_run.models.vae import VAE
 from dgm_run.models.vae_family import LIKELIHOODS, ClassConditional, error_and_accuracy
+
+log = logging.getLogger(__name__)
+
+
+class FeatureM2(M2):
+    """M2 on M1's features z1, with `keep` (1: kept, 0: pruned) over M1's units. The features arrive
+    multiplied by it, so M2's networks see a pruned unit as a constant 0, and log p(z1|y,z2) sums over
+    the kept units only: a constant feature's density would grow without bound as its variance shrank.
+    The networks keep their full size whatever the mask, so shapes stay fixed (a captured step need not
+    change), and compute what an M2 on the kept units alone would: a pruned unit's input weights see
+    only zeros and its outputs reach no loss."""
+
+    def __init__(self, cfg: M2.Config, spec: DataSpec) -> None:
+        super().__init__(cfg, spec)
+        self.register_buffer("keep", torch.ones(self.x_dim))
+
+    def log_px(self, out: Tensor, x: Tensor) -> Tensor:
+        mu, logvar = out.chunk(2, dim=-1)
+        return (self.keep * -0.5 * (LOG_2PI + logvar + (x - mu).pow(2) * torch.exp(-logvar))).sum(-1)
 
 
 class M1M2(ClassConditional, GenerativeModel):
@@ -41,6 +66,14 @@ class M1M2(ClassConditional, GenerativeModel):
         likelihood: str = "gaussian"
         m1_epochs: int = 10
         m1_checkpoint: Optional[str] = None
+        # M2 leaves out M1's units whose posterior mean barely varies over the data: a standard deviation
+        # at most this over the digits of M2's first batch (Kingma's code: 0.1, over 1,000 unlabelled
+        # training digits). null: M2 models every unit.
+        m1_prune_threshold: Optional[float] = None
+        # M1 trains on a fresh Bernoulli draw of each batch's pixels, made here, while M2's features come
+        # from the digits as the data serves them: with data.binarize=false, M1 models binarized digits and
+        # M2 the features of the grey-level ones, as in Kingma's code.
+        m1_binarize: bool = False
         schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("m1", 1, 0, 10), PhaseStep("m2", 1, 10)])
 
         def __post_init__(self) -> None:
@@ -51,6 +84,10 @@ class M1M2(ClassConditional, GenerativeModel):
             check(self.likelihood == "gaussian", "likelihood", "M2 models M1's features, which are not in [0, 1]: "
                   f"only gaussian is allowed (got {self.likelihood}); model.m1_likelihood is M1's")
             check_sizes(self, "m1_hidden")
+            check(self.m1_prune_threshold is None or self.m1_prune_threshold >= 0, "m1_prune_threshold",
+                  f"must be >= 0 or null (got {self.m1_prune_threshold})")
+            check(not self.m1_binarize or self.m1_likelihood == "bernoulli", "m1_binarize",
+                  f"binary pixels need a Bernoulli M1 (got model.m1_likelihood={self.m1_likelihood})")
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
@@ -59,10 +96,13 @@ class M1M2(ClassConditional, GenerativeModel):
         features = DataSpec(shape=(cfg.m1_z_dim,), n_classes=spec.n_classes, is_image=False, n_train=spec.n_train,
                             n_labels=spec.n_labels, unit_interval=False)
         m2_fields = {k: getattr(cfg, k) for k in SemiSupervisedConfig.__dataclass_fields__ if k != "_target_"}
-        self.m2 = M2(M2.Config(**m2_fields), features)
+        self.m2 = FeatureM2(M2.Config(**m2_fields), features)
         # Each part's KL warm-up starts when its phase starts training.
         for part, phase in ((self.m1, "m1"), (self.m2, "m2")):
             part.warmup_from = min((e.from_epoch for e in cfg.schedule if e.phase == phase), default=0)
+        # M2's training steps so far, counted on the device: the units are chosen at the first, and an
+        # evaluation before it says that the classifier is untrained.
+        self.register_buffer("m2_steps", torch.zeros((), dtype=torch.long))
 
     def pretrained(self) -> dict[str, tuple[nn.Module, str]]:
         # The checkpoint of a `vae` run, or of an `m1m2` run whose M1 weights are under `m1.`.
@@ -71,29 +111,58 @@ class M1M2(ClassConditional, GenerativeModel):
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         return list((self.m1 if phase == "m1" else self.m2).parameters())
 
+    def m1_input(self, x: Tensor) -> Tensor:
+        """The digits as M1 models them: as served, or with m1_binarize a fresh Bernoulli draw of their pixels."""
+        return (torch.rand_like(x) < x).float() if self.cfg.m1_binarize else x
+
+    @torch.no_grad()
     def features(self, x: Tensor, sample: bool = True) -> Tensor:
-        """z1 ~ q(z1|x) from the frozen M1 (its mean when sample is False)."""
-        with torch.no_grad():
-            mu, logvar = self.m1.encode(x.flatten(1))
-            return reparameterize(mu, logvar) if sample else mu
+        """z1 ~ q(z1|x) from the frozen M1 (its mean when sample is False), pruned units 0."""
+        mu, logvar = self.m1.encode(x.flatten(1))
+        return (reparameterize(mu, logvar) if sample else mu) * self.m2.keep
+
+    @torch.no_grad()
+    def choose_units(self, mu: Tensor) -> None:
+        """At M2's first step: keep the units whose posterior mean mu (B, z1) has a standard deviation
+        above the threshold over the batch. torch.where, not a branch on the step count, so that the
+        step makes no host decision and stays capturable; later steps leave the mask as it is."""
+        chosen = (mu.std(0, correction=0) > self.cfg.m1_prune_threshold).to(self.m2.keep)
+        self.m2.keep.copy_(torch.where(self.m2_steps == 0, chosen, self.m2.keep))
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         if phase == "m1":
-            return self.m1.loss("elbo", batch)
-        features = Batch(x=self.features(batch.x), x_labelled=self.features(batch.x_labelled),
-                         y_labelled=batch.y_labelled, progress=batch.progress)
-        return self.m2.loss("elbo", features)
+            return self.m1.loss("elbo", Batch(x=self.m1_input(batch.x), progress=batch.progress))
+        n = len(batch.x)
+        with torch.no_grad():  # one pass of the frozen M1 over the unlabelled and the labelled digits
+            mu, logvar = self.m1.encode(torch.cat([batch.x, batch.x_labelled]).flatten(1))
+            if self.cfg.m1_prune_threshold is not None:
+                self.choose_units(mu)
+            z1 = reparameterize(mu, logvar) * self.m2.keep
+        self.m2_steps.add_(1)
+        return self.m2.loss("elbo", Batch(x=z1[:n], x_labelled=z1[n:], y_labelled=batch.y_labelled,
+                                          progress=batch.progress))
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         flat = x.flatten(1)
         mu, logvar = self.m1.encode(flat)
-        return {**error_and_accuracy(self.m2.classify(mu), y), "m1_elbo": self.m1.elbo(flat, mu, logvar)}
+        x1 = self.m1_input(flat)  # M1's bound is on the digits it models: binarized afresh with m1_binarize
+        posterior = (mu, logvar) if x1 is flat else self.m1.encode(x1)
+        return {**error_and_accuracy(self.m2.classify(mu * self.m2.keep), y), "m1_elbo": self.m1.elbo(x1, *posterior)}
+
+    @torch.no_grad()
+    def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+        if not self.m2_steps:  # a host read, in the evaluation: the training step never waits for it
+            start = min((e.from_epoch for e in self.cfg.schedule if e.phase == "m2"), default=0)
+            log.warning("m1m2: M2 has not trained yet (its phase starts at epoch %d): eval/error and eval/accuracy "
+                        "are an untrained classifier's, about chance; to train M2 a run needs trainer.max_epochs "
+                        "above %d and a trainer.max_steps that gets there", start, start)
+        return {}
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         """Class-conditional samples: z1 from M2's p(z1|y,z2), pixels from M1's decoder."""
-        return self.m1.decode(self.m2.sample(n))
+        return self.m1.decode(self.m2.sample(n) * self.m2.keep)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
@@ -101,7 +170,7 @@ class M1M2(ClassConditional, GenerativeModel):
 
     def decode_style(self, z: Tensor, y: Tensor) -> Tensor:
         """Pixels of z2 with labels y: through M2's p(z1|y,z2) and M1's decoder."""
-        return self.m1.decode(self.m2.generate(z, y))
+        return self.m1.decode(self.m2.generate(z, y) * self.m2.keep)
 
     @torch.no_grad()
     def latent(self, x: Tensor) -> Tensor:

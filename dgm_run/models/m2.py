@@ -32,6 +32,7 @@ class M2(SemiSupervisedModel):
         self.q_z = nn.Sequential(act(), mlp(hidden[0], hidden[1:], 2 * cfg.z_dim, cfg.activation))
         self.p_x_in = LabelledInput([], [cfg.z_dim], self.n_classes, hidden[-1])  # [z; y]
         self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
+        self.initialize([self.q_z], self.q_y, self.p_x)
 
     def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None) -> Tensor:
         mu, logvar = self.q_z(self.q_z_in(labels, example=[x])).chunk(2, dim=-1)

@@ -19,6 +19,10 @@ LOG_2PI = math.log(2 * math.pi)
 # rows of 784 floats are 314 MB per tensor).
 EVAL_CHUNK_ROWS = {"cpu": 5_000}
 EVAL_CHUNK_ROWS_DEFAULT = 100_000
+# model.init: default (PyTorch's), glorot (the ADGM/SDGM authors' Lasagne code), normal_1e-3 (Kingma's M2 code).
+INIT_SCHEMES = ("default", "glorot", "normal_1e-3")
+# The authors' near-zero weights: the Gaussian heads of ADGM/SDGM, every weight of Kingma's M2.
+SMALL_INIT_STD = 1e-3
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
@@ -30,6 +34,40 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def last_linear(network: nn.Module) -> nn.Linear:
+    """The output layer of a network: its last Linear."""
+    return [m for m in network.modules() if isinstance(m, nn.Linear)][-1]
+
+
+@torch.no_grad()
+def initialize(model: nn.Module, scheme: str, activation: str, gaussian_heads: Sequence[nn.Module],
+               output_heads: Sequence[nn.Module]) -> None:
+    """Every Linear of `model` initialised by `scheme` (INIT_SCHEMES); `default` leaves PyTorch's as it is.
+
+    glorot, the ADGM/SDGM authors': Glorot-normal weights, with the ReLU gain sqrt(2) on hidden layers
+    (they use it for rectifier and softplus units, gain 1 for others) and gain 1 on the `output_heads`
+    (logits of q(y|.), a Bernoulli decoder); N(0, 1e-3^2) on the `gaussian_heads` (mean and log-variance
+    of a Gaussian), so that every Gaussian starts at about N(0, I); biases zero (theirs: N(0, 1e-3^2)).
+    A head is the last Linear of the network given; every other Linear is hidden, each part of a split
+    first layer with its own fans, as the authors' separate layers. normal_1e-3, Kingma's M2 code: every
+    weight N(0, 1e-3^2), biases zero.
+    """
+    if scheme == "default":
+        return
+    gaussian = {id(last_linear(n)) for n in gaussian_heads}
+    outputs = {id(last_linear(n)) for n in output_heads}
+    gain = math.sqrt(2.0) if activation in ("relu", "softplus") else 1.0
+    for layer in model.modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        if scheme == "normal_1e-3" or id(layer) in gaussian:
+            nn.init.normal_(layer.weight, std=SMALL_INIT_STD)
+        else:
+            nn.init.xavier_normal_(layer.weight, gain=1.0 if id(layer) in outputs else gain)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
 
 
 def chunks(total: int, rows_each: int, device: torch.device) -> Iterator[int]:

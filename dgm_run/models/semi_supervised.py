@@ -6,7 +6,13 @@ objective on a batch is
 
     labelled:    -log w(x, y)                      + alpha * -log q(y|.)
     unlabelled:  -sum_y q(y|.) log w(x, y) - H(q(y|.))    (y summed out exactly)
-                 or a Gumbel-softmax relaxed sample of y in place of the sum.
+                 or a Gumbel-softmax relaxed sample of y in place of the sum,
+
+each part averaged over its examples (`model.reduction=means`), or the data set's sum objective
+per example of the batch (`sums`, Kingma's M2 code). With `model.samples` S draws, each example
+is repeated S times: independent bounds, averaged (`model.mc_average=bounds`), or the ADGM/SDGM
+authors' combination (`authors`): q(y|.) averaged over the draws to q̄ before the cross-entropy
+-log q̄(y), and the unlabelled bound sum_y q̄(y) (1/S sum_s log w_s(x, y)) + H(q̄).
 
 A subclass computes log w on rows, one per (example, label) pair that `Labels` asks for
 (labels.py): given labels, every label (the exact sum, with what does not depend on y
@@ -28,27 +34,53 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.labels import Labels
-from dgm_run.models.nn import ACTIVATIONS
-from dgm_run.models.vae_family import (ClassConditional, VAEFamily, VAEFamilyConfig, error_and_accuracy,
+from dgm_run.models.nn import ACTIVATIONS, INIT_SCHEMES, initialize
+from dgm_run.models.vae_family import (ClassConditional, Gaussian, VAEFamily, VAEFamilyConfig, error_and_accuracy,
                                        iw_log_likelihood)
 
 
-def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float) -> dict[str, Tensor]:
+def mean_over_draws(t: Tensor, draws: int) -> Tensor:
+    """Per example, the mean over `draws` draws of a tensor laid out draw-major, (draws * B, ...) -> (B, ...)."""
+    return t.view(draws, -1, *t.shape[1:]).mean(0)
+
+
+def classifier_terms(logits: Tensor, y_l: Tensor, draws: int = 1) -> tuple[Tensor, Tensor]:
+    """log q(y|.) of the unlabelled examples and the labelled cross-entropy, from the class logits of every
+    row (the len(y_l) labelled rows first). draws > 1, the authors' averaging: each part holds `draws` draws,
+    draw-major; q̄ = 1/draws sum_s q(y|a_s, x) per example, and the terms are q̄'s."""
+    logits_l, logits_u = logits.split([len(y_l), len(logits) - len(y_l)])
+    if draws == 1:
+        return F.log_softmax(logits_u, dim=-1), F.cross_entropy(logits_l, y_l)
+    log_q_l, log_q_u = (torch.logsumexp(F.log_softmax(t, dim=-1).view(draws, -1, t.shape[-1]), 0) - math.log(draws)
+                        for t in (logits_l, logits_u))
+    return log_q_u, F.nll_loss(log_q_l, y_l[:len(log_q_l)])
+
+
+def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float, draws: int = 1,
+              sums: bool = False) -> dict[str, Tensor]:
     """The batch's loss terms from the labelled bounds log w(x, y), (B_l,); the unlabelled ones, (B_u, K)
     for every label (summed under q(y|x)) or (B_u,) for one relaxed label; log q(y|x) of the unlabelled
-    examples and the labelled cross-entropy `cls`."""
+    examples and the labelled cross-entropy `cls` (classifier_terms, with the same `draws`). draws > 1: the
+    bounds hold that many draws, draw-major, averaged per example first (the authors'). sums: the data set's
+    sum objective per example, (sum_l (-log w + alpha CE) + sum_u U) / (B_l + B_u); else each part's mean."""
+    if draws > 1:
+        log_w_l, log_w_u = mean_over_draws(log_w_l, draws), mean_over_draws(log_w_u, draws)
     q = log_q.exp()
     labelled = -log_w_l
     expected = (q * log_w_u).sum(-1) if log_w_u.dim() == 2 else log_w_u
     entropy = -(q * log_q).sum(-1)
     unlabelled = -(expected + entropy)
-    loss = labelled.mean() + unlabelled.mean() + alpha * cls
+    if sums:
+        n_l, n_u = len(labelled), len(unlabelled)
+        loss = (labelled.sum() + unlabelled.sum() + alpha * n_l * cls) / (n_l + n_u)
+    else:
+        loss = labelled.mean() + unlabelled.mean() + alpha * cls
     return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
             "entropy": entropy.mean()}
 
@@ -58,11 +90,21 @@ class SemiSupervisedConfig(VAEFamilyConfig):
     z_dim: int = 50
     hidden: list[int] = field(default_factory=lambda: [500])
     activation: str = "softplus"
-    # Weight of the classification term on the mean labelled cross-entropy;
-    # null: 0.1 * N / N_l (the papers' alpha = 0.1 N on sums over the data set).
+    # Weight of the classification term on the labelled cross-entropy; null: 0.1 * N / N_l (the papers'
+    # alpha = 0.1 N on sums over the data set). With reduction=means it weighs the mean cross-entropy
+    # against the mean unlabelled bound; with sums, each labelled digit's against each digit's bound.
     alpha: Optional[float] = None
+    # means: the labelled and the unlabelled bounds each averaged over its part of the batch (ADGM/SDGM
+    # code); sums: the data set's sum objective per example of the batch (Kingma's M2 code).
+    reduction: str = "means"
     # Monte Carlo samples of the latent variables per example in training.
     samples: int = 1
+    # How the samples combine: bounds, each draw its own bound, the bounds averaged; authors, the ADGM/SDGM
+    # code's: q(y|.) averaged over the draws before the cross-entropy and the sum over y (module doc).
+    mc_average: str = "bounds"
+    # The networks' initial weights (nn.initialize): default (PyTorch's), glorot (the ADGM/SDGM authors'),
+    # normal_1e-3 (Kingma's M2 code).
+    init: str = "default"
     # exact: sum the unlabelled bound over every y; gumbel: one relaxed sample of y.
     marginalize: str = "exact"
     gumbel_temperature: float = 0.5
@@ -76,6 +118,11 @@ class SemiSupervisedConfig(VAEFamilyConfig):
         check_sizes(self, "hidden")
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "marginalize", ("exact", "gumbel"))
+        check_choice(self, "reduction", ("means", "sums"))
+        check_choice(self, "mc_average", ("bounds", "authors"))
+        check(self.mc_average == "bounds" or self.marginalize == "exact", "mc_average",
+              "authors averages q(y|.) over the draws in the exact sum over y; with marginalize=gumbel use bounds")
+        check_choice(self, "init", INIT_SCHEMES)
         check(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
         check(self.gumbel_temperature > 0, "gumbel_temperature", f"must be > 0 (got {self.gumbel_temperature})")
 
@@ -93,6 +140,15 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
         self.x_out_dim = self.x_dim * self.head.outputs_per_dim
         self.alpha = cfg.alpha if cfg.alpha is not None else 0.1 * spec.n_train / spec.n_labels
         self.log_prior_y = -math.log(self.n_classes)
+        # Draws averaged per example before the bound (mc_average=authors); 1: each draw's bound on its own.
+        self.draws_averaged = cfg.samples if cfg.mc_average == "authors" else 1
+
+    def initialize(self, gaussians: list[nn.Module], classifier: nn.Module, decoder: nn.Module) -> None:
+        """model.init on every network (nn.initialize), given those that end in a Gaussian's mean and
+        log-variance, the classifier q(y|.) and the decoder p(x|.), a Gaussian's under likelihood=gaussian."""
+        gaussian_x = isinstance(self.head, Gaussian)
+        initialize(self, self.cfg.init, self.cfg.activation, [*gaussians, *([decoder] if gaussian_x else [])],
+                   [classifier, *([] if gaussian_x else [decoder])])
 
     # --------------------------------------------------- what a model defines
     def prepare(self, x: Tensor) -> dict[str, Any]:
@@ -134,21 +190,18 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
         x_l = batch.x_labelled.flatten(1).repeat(repeat, 1)
         y_l = batch.y_labelled.repeat(repeat)
         x_u = batch.x.flatten(1).repeat(repeat, 1)
-        n_l = len(x_l)
 
         # Labelled examples first, then unlabelled: one pass through each network.
         x = torch.cat([x_l, x_u])
         ctx = self.prepare(x)
-        logits = self.class_logits(x, ctx)
-        cls = F.cross_entropy(logits[:n_l], y_l)
-        log_q = F.log_softmax(logits[n_l:], dim=-1)
+        log_q, cls = classifier_terms(self.class_logits(x, ctx), y_l, self.draws_averaged)
         if self.cfg.marginalize == "exact":
             labels = Labels(self.n_classes, given=y_l, every=len(x_u))
         else:
             labels = Labels(self.n_classes, given=y_l, soft=F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature))
         weight = self.kl_weight(batch, x.device)
         log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx, weight))
-        terms = objective(log_w_l, log_w_u, log_q, cls, self.alpha)
+        terms = objective(log_w_l, log_w_u, log_q, cls, self.alpha, self.draws_averaged, self.cfg.reduction == "sums")
         if weight is not None:
             terms["kl_weight"] = weight
         return terms

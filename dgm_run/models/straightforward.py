@@ -24,7 +24,7 @@ from dgm_run.device import forked_rng
 from dgm_run.models.adgm import ADGM
 from dgm_run.models.m2 import M2
 from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob
-from dgm_run.models.semi_supervised import objective
+from dgm_run.models.semi_supervised import classifier_terms, objective
 
 
 def joined(*layers: Optional[nn.Module]) -> nn.Linear:
@@ -65,6 +65,7 @@ class StraightforwardSemiSupervised(nn.Module):
         self.p_x = copy.deepcopy(model.p_x)
         if self.auxiliary:
             self.q_a = copy.deepcopy(model.q_a)
+        if self.auxiliary and model.conditional_p_a:
             self.p_a_first = joined(model.p_a_in.example, model.p_a_in.row, model.p_a_in.y)  # [(x,) z, y]
             self.p_a = copy.deepcopy(model.p_a)
 
@@ -80,9 +81,13 @@ class StraightforwardSemiSupervised(nn.Module):
         out = self.p_x(self.p_x_first(torch.cat([a, z, onehot] if self.skip else [z, onehot], -1)))
         log_w = m.log_px(out, x) + standard_normal_log_prob(z) + m.log_prior_y - normal_log_prob(z, mu_z, logvar_z)
         if self.auxiliary:
-            p_a_in = torch.cat([z, onehot] if self.skip else [x, z, onehot], -1)
-            mu_a, logvar_a = self.p_a(self.p_a_first(p_a_in)).chunk(2, dim=-1)
-            log_w = log_w + normal_log_prob(a, mu_a, logvar_a) - log_q_a
+            if m.conditional_p_a:
+                p_a_in = torch.cat([z, onehot] if self.skip else [x, z, onehot], -1)
+                mu_a, logvar_a = self.p_a(self.p_a_first(p_a_in)).chunk(2, dim=-1)
+                log_p_a = normal_log_prob(a, mu_a, logvar_a)
+            else:
+                log_p_a = standard_normal_log_prob(a)
+            log_w = log_w + log_p_a - log_q_a
         return log_w
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
@@ -104,8 +109,9 @@ class StraightforwardSemiSupervised(nn.Module):
         else:
             logits = self.q_y(x[first])
         log_w = self.log_weight(x, onehot, a, log_q_a)
-        return objective(log_w[:n_l], log_w[n_l:].view(b, k), F.log_softmax(logits[n_l:], dim=-1),
-                         F.cross_entropy(logits[:n_l], y_l), m.alpha)
+        log_q, cls = classifier_terms(logits, y_l, m.draws_averaged)
+        return objective(log_w[:n_l], log_w[n_l:].view(b, k), log_q, cls, m.alpha, m.draws_averaged,
+                         m.cfg.reduction == "sums")
 
 
 def reference_for(model: nn.Module) -> Optional[StraightforwardSemiSupervised]:

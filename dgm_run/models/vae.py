@@ -48,6 +48,11 @@ class VAE(LatentDecoder):
     def code(self, x: Tensor) -> Tensor:
         return self.encode(x)[0]
 
+    @torch.no_grad()
+    def latent(self, x: Tensor) -> Tensor:
+        """The mean of q(z|x), (B, Z): the codes TensorBoard's projector shows."""
+        return self.code(x)
+
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.flatten(1)
         mu, logvar = self.encode(x)

@@ -1,0 +1,80 @@
+"""The schema of the `trainer` group: how long to train, how to evaluate and log, which checkpoints to keep.
+
+One of the schemas of config.py (which imports it): its defaults are the one source of every
+trainer default; configs/trainer/*.yaml hold only what differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from dgm_run.checks import check, check_choice, check_positive
+
+# trainer.compile: off, or a mode of torch.compile.
+COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 20
+    # When set, training stops after this many batches even if epochs remain.
+    max_steps: Optional[int] = None
+    # When set, training stops at the first batch after this much training time (evaluation
+    # excluded), then evaluates. Wall time is not reproducible: such a run resumes to other numbers.
+    max_minutes: Optional[float] = None
+    # Unlabelled examples per batch (semi-supervised data adds data.labelled_batch_size labelled ones).
+    batch_size: int = 100
+    eval_every_epochs: int = 5
+    eval_batch_size: int = 500
+    # Checkpoints are written every this many batches, at the end of every epoch, on
+    # SIGTERM/SIGINT and at the end of training.
+    checkpoint_every_steps: int = 500
+    log_every_steps: int = 50
+    # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass: on a CPU with
+    # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but ADGM's test error was
+    # 1.8 points worse over three seeds (README, "Speed"), so it is opt-in.
+    precision: str = "auto"
+    # torch.compile of the loss in a mode (default, reduce-overhead, max-autotune-no-cudagraphs), or
+    # false. Off by default: on CPU it gained nothing consistent (-3 % to +5 % per step, plus 6-35 s of
+    # compiling); not yet measured on a GPU. true means the default mode.
+    compile: str = "false"
+    # Capture the whole training step as one CUDA graph and replay it (the step of these small networks
+    # is bound by kernel launches); auto: on CUDA, off on CPU.
+    cuda_graph: str = "auto"
+    # Bars for training and for every evaluation (what it computes, examples done).
+    progress_bar: bool = True
+    # Importance samples of the evaluation's log-likelihood in place of the model's own `model.iw_samples`
+    # (null: the model's); a trainer key, so that a quick run evaluates quickly and resume= or evaluate=
+    # may change it. Models without an importance-sampled log-likelihood have nothing to override.
+    eval_iw_samples: Optional[int] = None
+    # A final metric (eval/... or valid/...) whose best value at an evaluation keeps checkpoints/best.pt;
+    # best_mode: min or max, or auto (min for names with "error" or "loss", max for the others).
+    best_metric: Optional[str] = None
+    best_mode: str = "auto"
+    # Stop after this many evaluations without a better best_metric.
+    early_stop_patience: Optional[int] = None
+    # CPU threads of torch's intra-op pool (null: torch's default, one per core). On a machine shared with
+    # other jobs, threads that wait for each other's cores slow a step many times over (README, "Runs").
+    threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        check_positive(self, "max_epochs", "max_steps", "batch_size",
+                       "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
+                       "log_every_steps", "eval_iw_samples", "early_stop_patience", "threads")
+        check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
+        check_choice(self, "best_mode", ("auto", "min", "max"))
+        check(self.best_metric is None or self.best_metric.startswith(("eval/", "valid/")), "best_metric",
+              f"must name a held-out metric, eval/... or valid/... (got {self.best_metric})")
+        check(self.early_stop_patience is None or self.best_metric is not None, "early_stop_patience",
+              "needs trainer.best_metric, the metric whose improvement it waits for")
+        check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0 (got {self.max_minutes})")
+        # YAML's true/false reach a str field as "True"/"False".
+        self.compile, self.cuda_graph = self.compile.lower(), self.cuda_graph.lower()
+        if self.compile == "true":
+            self.compile = "default"
+        check_choice(self, "compile", COMPILE_MODES)
+        check_choice(self, "cuda_graph", ("auto", "true", "false"))
+        check(not (self.compile == "reduce-overhead" and self.cuda_graph == "true"), "compile",
+              "reduce-overhead captures CUDA graphs of its own; with trainer.cuda_graph=true use default or "
+              "max-autotune-no-cudagraphs")
