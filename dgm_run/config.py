@@ -24,7 +24,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from dgm_run.checks import InvalidValue, check, check_choice, check_positive
 from dgm_run.errors import UserError
 # TrainerConfig has a module of its own (its size); it is a schema of this module as the others are.
-from dgm_run.trainer_config import COMPILE_MODES, TrainerConfig  # noqa: F401 (COMPILE_MODES: re-exported)
+from dgm_run.trainer_config import TrainerConfig
 
 
 @dataclass

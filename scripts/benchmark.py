@@ -51,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dgm_run import report as reports
 from dgm_run.composition import compose
-from dgm_run.config import COMPILE_MODES
+from dgm_run.trainer_config import COMPILE_MODES
 from dgm_run.contract import Batch
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.graph import CapturedStep

@@ -39,7 +39,7 @@ def test_reproduce_runs_seeds_prints_the_table_and_draws_the_curves(tmp_path):
 
 
 # trainer.eval_every_epochs=1000 is overridden by the script's --eval-every-epochs (default 1).
-TINY_ADGM = ["data=digits", "data.n_labels=100", "model.hidden=[32,32]", "model.a_dim=4", "model.z_dim=4",
+TINY_ADGM = ["data=digits", "data.n_labels=100", "model.samples=1", "model.hidden=[32,32]", "model.a_dim=4", "model.z_dim=4",
              "model.eval_samples=4", "model.iw_samples=1", "trainer.eval_every_epochs=1000", "device=cpu"]
 
 
