@@ -20,7 +20,6 @@ from tqdm import tqdm
 from dgm_run.config import LoggerConfig
 from dgm_run.data.base import DeviceData
 from dgm_run.device import forked_rng
-from dgm_run.figures import draw
 from dgm_run.metrics import CLASS_TAG
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
@@ -56,6 +55,8 @@ class Evaluator:
             self._log_images(step)
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
                 for tag, picture in model.figures(data.x_test, data.y_test).items():
+                    # Imported here: matplotlib takes about half a second, which runs without figures save.
+                    from dgm_run.figures import draw
                     self.logger.figure(tag, draw(picture), step)
         model.train()
         metrics["time/eval_s"] = time.perf_counter() - started
