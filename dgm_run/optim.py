@@ -35,14 +35,13 @@ def check_schedule(model: GenerativeModel, schedule: list[PhaseStep], cfg: Optim
             raise UserError(f"optimizer.phases.{phase}: not a phase of {model.label}; phases: {phases}")
 
 
-def clip_gradients(norm: Optional[float], value: Optional[float]) -> Callable[..., None]:
-    """An optimizer step pre-hook that clips the gradients of the optimizer's parameters in place:
+def clip_gradients(params: list[torch.nn.Parameter], norm: Optional[float], value: Optional[float]) -> Callable[..., None]:
+    """An optimizer step pre-hook that clips the gradients of `params` (the optimizer's) in place:
     the total norm scaled down to `norm`, then every element clamped to +-`value` (None: that part off),
     the order of the ADGM/SDGM authors' code. A hook runs between the backward and the update, also in
     a step captured as a CUDA graph, and goes with the optimizer wherever it is used. No host sync:
     clip_grad_norm_ is not asked to check the norm for NaN (the loss meter catches a non-finite loss)."""
     def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         if norm is not None:
             torch.nn.utils.clip_grad_norm_(params, norm)
         if value is not None:
@@ -76,7 +75,7 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phas
         optimizer = adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True, **extra)
     clip_norm, clip_value = setting("clip_norm"), setting("clip_value")
     if clip_norm is not None or clip_value is not None:
-        optimizer.register_step_pre_hook(clip_gradients(clip_norm, clip_value))
+        optimizer.register_step_pre_hook(clip_gradients(list(params), clip_norm, clip_value))
     return optimizer
 
 

@@ -32,10 +32,10 @@ class LossMeter:
         self.terms: dict[str, list[str]] = {}
         self.sums: dict[str, Tensor] = {}
         self.first_bad = {p: torch.tensor(-1, device=device) for p in phases}
-        self._one = torch.ones(1, device=device)
+        self._one = torch.ones((), device=device)
 
     def add(self, phase: str, terms: dict[str, Tensor]) -> None:
-        values = torch.cat([torch.stack([t.detach().float() for t in terms.values()]), self._one])
+        values = torch.stack([*(t.detach().float() for t in terms.values()), self._one])
         if phase not in self.sums:  # the terms a phase returns are fixed by its first call
             self.terms[phase] = list(terms)
             self.sums[phase] = torch.zeros_like(values)

@@ -117,9 +117,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     trainer = build(cfg, run_dir, state=state)
     if resume is None:
         run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; a script or a test calling run() may not
-        OmegaConf.save(complete(cfg), run_dir / CONFIG_FILE)
+        full = complete(cfg)
+        OmegaConf.save(full, run_dir / CONFIG_FILE)
         # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
-        trainer.logger.session_start(flatten(complete(cfg)))
+        trainer.logger.session_start(flatten(full))
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data
