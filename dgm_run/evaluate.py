@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from dgm_run.animation import Animations
 from dgm_run.config import LoggerConfig
 from dgm_run.data.base import DeviceData
 from dgm_run.device import forked_rng
@@ -34,6 +35,7 @@ class Evaluator:
         self.seed, self.batch_size, self.autocast = seed, batch_size, autocast
         self.progress_bar = progress_bar
         self.device = data.x_train.device
+        self.animations = Animations(logger)  # each figure's frames; joined by animations.assemble() at the end
 
     @torch.no_grad()
     def __call__(self, step: int) -> dict[str, float]:
@@ -56,8 +58,10 @@ class Evaluator:
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
                 for tag, picture in model.figures(data.x_test, data.y_test).items():
                     # Imported here: matplotlib takes about half a second, which runs without figures save.
-                    from dgm_run.figures import draw
-                    self.logger.figure(tag, draw(picture), step)
+                    from dgm_run.figures import render
+                    image = render(picture)
+                    self.logger.image(tag, image, step)
+                    self.animations.add(tag, image, step)
         model.train()
         metrics["time/eval_s"] = time.perf_counter() - started
         self.logger.scalars(metrics, step)
@@ -100,7 +104,7 @@ class Evaluator:
         samples = self.model.sample(n)
         if samples is not None:
             self.logger.images("samples", samples, step, nrow=columns)
-        for tag, grid in self.model.images(self.data.x_test).items():
+        for tag, grid in self.model.images(self.data.x_test, self.data.y_test).items():
             self.logger.images(tag, grid.images, step, nrow=grid.nrow)
         x = self.data.x_test[:n]
         recon = self.model.reconstruct(x)

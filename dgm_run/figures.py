@@ -1,17 +1,29 @@
-"""Pictures a model returns as data (contract.Scatter, contract.Heatmap), drawn as matplotlib figures.
+"""Pictures a model returns as data (contract.Scatter, contract.Heatmap), drawn as matplotlib figures
+and rendered to images.
 
-matplotlib draws off-screen (Agg); the logger renders each figure to an image and closes it.
+matplotlib draws off-screen (Agg). A picture is rendered once, and the same pixels go to TensorBoard
+and into the run's animation of it (animation.py).
 """
 
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from dgm_run.contract import Heatmap, Scatter  # noqa: E402
+
+
+def render(picture: Scatter | Heatmap) -> np.ndarray:
+    """The picture as an RGB image (H, W, 3) of uint8; its figure is closed (pyplot keeps open ones)."""
+    figure = draw(picture)
+    figure.canvas.draw()
+    image = np.ascontiguousarray(np.asarray(figure.canvas.buffer_rgba())[..., :3])
+    plt.close(figure)
+    return image
 
 
 def draw(picture: Scatter | Heatmap) -> Figure:

@@ -1,4 +1,5 @@
-"""TensorBoard logging: scalars, image grids and the hyper-parameters of a run.
+"""TensorBoard logging: scalars, image grids, rendered figures and their animations, and the
+hyper-parameters of a run.
 
 HParams go into the run's own event file (not a sub-run, which `SummaryWriter.add_hparams`
 would create), so the HParams dashboard lines up each run's config with its own scalars: the
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from torch import Tensor
@@ -47,10 +49,19 @@ class TensorBoardLogger:
         if self.writer:
             self.writer.add_image(tag, make_grid(images.detach().float().cpu(), nrow=nrow, pad_value=1.0), step)
 
-    def figure(self, tag: str, figure: Any, step: int) -> None:
-        """A matplotlib figure, rendered to an image (and closed)."""
+    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+        """One RGB image (H, W, 3) of uint8: a rendered figure (figures.render)."""
         if self.writer:
-            self.writer.add_figure(tag, figure, step, close=True)
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+
+    def animation(self, tag: str, gif: bytes, size: tuple[int, int], step: int) -> None:
+        """An animated GIF of `size` (width, height), which the images dashboard plays. Written as it is:
+        add_video would encode the same frames into the same kind of GIF, through moviepy<2 (2.x lacks the
+        moviepy.editor that it imports, and add_video then logs nothing)."""
+        if self.writer:
+            width, height = size
+            image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+            self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
     def embedding(self, codes: Tensor, labels: Tensor, images: Tensor, step: int) -> None:
         """Latent codes for the projector (PCA, t-SNE, UMAP in the browser), coloured by label."""

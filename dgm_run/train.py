@@ -75,10 +75,11 @@ def load_pretrained(model: GenerativeModel) -> None:
 
 
 def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
-          state: Optional[dict[str, Any]] = None) -> Trainer:
+          state: Optional[dict[str, Any]] = None, purge_step: Optional[int] = None) -> Trainer:
     """A ready trainer for `cfg`: validated, the data and the model on their device, its logger writing
     into `run_dir`; with `state` (a checkpoint), at the point where that run stopped.
-    `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits)."""
+    `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits).
+    `purge_step`: the logger hides the events run_dir holds from this step on (see `redone_from`)."""
     rc = validate(cfg)
     if rc.trainer.threads is not None:
         torch.set_num_threads(rc.trainer.threads)
@@ -91,12 +92,20 @@ def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
     data = DeviceData(splits, rc.data, rc.trainer.batch_size, device)
     model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
     load_pretrained(model)
-    # purge_step hides events a killed run logged after its last checkpoint.
-    logger = TensorBoardLogger(run_dir, rc.logger.tensorboard, purge_step=state["step"] if state else None)
+    logger = TensorBoardLogger(run_dir, rc.logger.tensorboard, purge_step=purge_step)
     trainer = Trainer(rc, model, data, run_dir, logger)
     if state is not None:
         trainer.load_state_dict(state)
     return trainer
+
+
+def redone_from(state: Optional[dict[str, Any]]) -> Optional[int]:
+    """The first step a resumed run logs again, whose events (and later ones) the killed process wrote after
+    its checkpoint: the checkpoint's step, or the step after it when that step's evaluation came before the
+    checkpoint (an epoch's end, the end of training), since the resumed run does not evaluate it again."""
+    if state is None:
+        return None
+    return state["step"] + (state.get("evaluated_step") == state["step"])
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
@@ -114,7 +123,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
         resume = run_dir
     # Read the checkpoint before anything is written, so a corrupt one changes nothing on disk.
     state = checkpoint.load(run_dir / CHECKPOINT) if resume is not None else None
-    trainer = build(cfg, run_dir, state=state)
+    trainer = build(cfg, run_dir, state=state, purge_step=redone_from(state))
     if resume is None:
         run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; a script or a test calling run() may not
         full = complete(cfg)
@@ -149,11 +158,12 @@ def evaluate_run(run_dir: Path, out_dir: Path, overrides: Sequence[str] = ()) ->
     (e.g. eval_iw_samples) and logger.* may change; DIR's own files are only read."""
     cfg = resumed_config(run_dir, overrides, "evaluate", ("trainer", "logger"))
     state = checkpoint.load(run_dir / CHECKPOINT)
-    # The logger hides what an earlier evaluation of this checkpoint logged at its step (purge_step).
-    trainer = build(cfg, out_dir, state=state)
+    # The logger hides what an earlier evaluation of this checkpoint logged at its step.
+    trainer = build(cfg, out_dir, state=state, purge_step=state["step"])
     try:
-        metrics = {**trainer.evaluator(trainer.step), "epoch": trainer.epoch, "step": trainer.step}
+        metrics = {**trainer.evaluator(trainer.step), **trainer.position}
         trainer.evaluator.log_embedding(trainer.step)
+        trainer.evaluator.animations.assemble()  # out_dir's: one frame per checkpoint evaluated there
     finally:
         trainer.logger.close()
     checkpoint.write_json(out_dir / METRICS_FILE, metrics)

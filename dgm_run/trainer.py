@@ -117,6 +117,7 @@ class Trainer:
                     self.evaluate()
                 self.evaluator.log_embedding(self.step)
                 self.save_checkpoint()
+                self.evaluator.animations.assemble()  # a resumed run's too: its earlier frames are on disk
         finally:
             for s, handler in handlers.items():
                 signal.signal(s, handler)
@@ -179,6 +180,11 @@ class Trainer:
         self._clock = (now, self.step)
         return {phase: terms["loss"] for phase, terms in means.items()}
 
+    @property
+    def position(self) -> dict[str, int]:
+        """Where training stands, saved beside the metrics (a curve's epoch is step / steps_per_epoch)."""
+        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch}
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum  # acted on at the end of the current batch
 
@@ -189,7 +195,7 @@ class Trainer:
         start, start_step = self._clock  # evaluation time is not training time
         self._clock = (start + metrics["time/eval_s"], start_step)
         self.eval_seconds += metrics["time/eval_s"]
-        self.metrics = {**metrics, "epoch": self.epoch, "step": self.step}
+        self.metrics = {**metrics, **self.position}
         self.evaluated_step = self.step
         if self.best.update(metrics, self.epoch, self.save_checkpoint):
             self.total_steps = self.step  # early stop

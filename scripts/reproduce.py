@@ -27,7 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from curves import band, read_scalars  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
 from dgm_run.checkpoint import write_json  # noqa: E402
@@ -68,11 +68,8 @@ def curve(jobs: list[dict]) -> dict[str, list[float]]:
     (steps over the steps per epoch of a job that finished one), or in steps for shorter runs."""
     per_step: dict[int, list[float]] = {}
     for job in jobs:
-        events = EventAccumulator(str(job["dir"]), size_guidance={"scalars": 0})
-        events.Reload()
-        if "eval/error" in events.Tags()["scalars"]:
-            for event in events.Scalars("eval/error"):
-                per_step.setdefault(event.step, []).append(100 * event.value)
+        for step, error in read_scalars(job["dir"]).get("eval/error", {}).items():
+            per_step.setdefault(step, []).append(100 * error)
     steps = sorted(per_step)
     per_epoch = next((job["step"] / job["epoch"] for job in jobs if job["epoch"]), None)
     return {"x": [s / per_epoch if per_epoch else s for s in steps], "unit": "epoch" if per_epoch else "step",
@@ -84,10 +81,7 @@ def curve(jobs: list[dict]) -> dict[str, list[float]]:
 def draw(curves: dict[str, dict[str, list[float]]]):
     figure, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for model, c in curves.items():
-        line, = ax.plot(c["x"], c["mean"], label=f"{model} (dgm-run, {max(c['runs'], default=0)} seeds)")
-        low = [m - s for m, s in zip(c["mean"], c["std"])]
-        high = [m + s for m, s in zip(c["mean"], c["std"])]
-        ax.fill_between(c["x"], low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        band(ax, c["x"], c["mean"], c["std"], f"{model} (dgm-run, {max(c['runs'], default=0)} seeds)")
     if "adgm" in curves and curves["adgm"]["unit"] == "epoch":
         ax.plot(list(AUTHORS_ADGM_LOG), list(AUTHORS_ADGM_LOG.values()), "ko", label="ADGM, the authors' log")
     units = {c["unit"] for c in curves.values()}

@@ -3,6 +3,7 @@
 
     python scripts/results_table.py outputs/multirun/2026-11-24/10-00-00
     python scripts/results_table.py SWEEP_DIR OTHER_SWEEP_DIR --metrics eval/error valid/error --csv results.csv
+    python scripts/results_table.py SWEEP_DIR --plot curves.png --metric eval/accuracy
 
 A job is a directory under a SWEEP_DIR with Hydra's `.hydra/` folder. Its settings are the values of its
 resolved config: the `config.yaml` the run saved (every value, schema defaults included), or Hydra's
@@ -13,6 +14,12 @@ except the keys in --over (default: seed), which the mean and standard deviation
 only some jobs have, with one value among them, is implied by the keys that differ (model._target_) and
 left out. The numbers come from each job's `metrics.json`; jobs that did not finish are listed under the
 table with the reason their directory gives (error.txt).
+
+--plot FILE.png draws one scalar (--metric) per epoch, a line per row of the table with a mean ± std band
+over its runs, read from each run's event file at the steps it logged it, and writes the plotted numbers
+to FILE.json. A point's epoch is its step over the run's steps per epoch (`steps_per_epoch` in its
+metrics.json), a fraction for a run cut inside an epoch. A row's line keeps the epochs that every one of its
+runs logged; runs without an event file or the scalar are named on stderr and left out.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import yaml
 
@@ -81,13 +88,20 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarise(jobs: list[Job], metrics: list[str], over: list[str]) -> tuple[list[str], list[dict]]:
-    """The grouping keys and one row per group: its key values, the number of runs, and per metric (mean, std)."""
+def group(jobs: list[Job], over: list[str]) -> tuple[list[str], dict[tuple, list[Job]]]:
+    """The grouping keys (the settings that differ, but those in `over`) and the finished jobs of each
+    combination of their values: the rows of the table and the lines of the plot."""
     keys = [key for key in swept_keys(jobs) if key not in over]
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         if job.metrics is not None:
             groups.setdefault(tuple(job.settings.get(key, "–") for key in keys), []).append(job)
+    return keys, groups
+
+
+def summarise(jobs: list[Job], metrics: list[str], over: list[str]) -> tuple[list[str], list[dict]]:
+    """The grouping keys and one row per group: its key values, the number of runs, and per metric (mean, std)."""
+    keys, groups = group(jobs, over)
     rows = []
     for values, members in groups.items():
         row = {"keys": dict(zip(keys, values)), "runs": len(members)}
@@ -103,6 +117,85 @@ def default_metrics(jobs: list[Job]) -> list[str]:
     report different ones, and each row shows those its jobs have."""
     reported = {m for job in jobs if job.metrics is not None for m in job.metrics}
     return sorted(m for m in reported if m.startswith(("eval/", "valid/")) and CLASS_TAG not in m)
+
+
+def describe(job: Job, swept: list[str]) -> str:
+    """How a message names a job: its directory and its values of the settings that differ."""
+    return f"job {job.name} ({' '.join(f'{k}={job.settings[k]}' for k in swept if k in job.settings)})"
+
+
+def fail(message: str) -> NoReturn:
+    print(f"results_table: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def default_curve_metric(jobs: list[Job]) -> str:
+    """eval/accuracy where runs report it (the semi-supervised models), else their first eval/ metric."""
+    held_out = [m for m in default_metrics(jobs) if m.startswith("eval/")]
+    if not held_out:
+        fail("--metric: no finished job reports an eval/ metric; name the scalar to plot")
+    return "eval/accuracy" if "eval/accuracy" in held_out else held_out[0]
+
+
+def epoch_series(job: Job, scalars: dict[str, dict[int, float]], metric: str) -> dict[float, float] | str:
+    """A finished job's `metric` by epoch (step / steps_per_epoch of its metrics.json), or why it has none."""
+    if not scalars:
+        return "no event file with scalars"
+    if metric not in scalars:
+        return f"no {metric} scalar in its event file"
+    steps_per_epoch = job.metrics.get("steps_per_epoch")
+    if steps_per_epoch is None:
+        return "its metrics.json has no steps_per_epoch (a run of an older dgm-run)"
+    return {step / steps_per_epoch: value for step, value in sorted(scalars[metric].items())}
+
+
+def curve(series: list[dict[float, float]]) -> dict:
+    """Mean and std over the runs at each epoch every one of them evaluated."""
+    shared = sorted(set.intersection(*(set(s) for s in series)))
+    stats = [mean_std([s[epoch] for s in series]) for epoch in shared]
+    return {"epoch": shared, "mean": [m for m, _ in stats], "std": [s for _, s in stats], "runs": len(series)}
+
+
+def row_curve(label: str, members: list[Job], scalars: dict[Path, dict], metric: str, swept: list[str]) -> Optional[dict]:
+    """The curve of one row of the table over the runs that have one; names on stderr what it leaves out."""
+    series = []
+    for job in members:
+        found = epoch_series(job, scalars[job.path], metric)
+        if isinstance(found, str):
+            print(f"plot: {describe(job, swept)} left out: {found}", file=sys.stderr)
+        else:
+            series.append(found)
+    if not series:
+        return None
+    drawn = curve(series)
+    unshared = len(set().union(*series)) - len(drawn["epoch"])
+    if unshared:
+        print(f"plot: {label}: {unshared} evaluated epoch(s) not shared by its {len(series)} runs left out", file=sys.stderr)
+    return drawn
+
+
+def plot(path: Path, metric: str, jobs: list[Job], over: list[str]) -> None:
+    """Draw `metric` per epoch, one band per row of the table, to `path`; the numbers to path.json."""
+    from curves import draw, read_scalars  # TensorBoard and matplotlib: a second to import, so only here
+
+    keys, groups = group(jobs, over)
+    scalars = {job.path: read_scalars(job.path) for members in groups.values() for job in members}
+    if not any(metric in logged for logged in scalars.values()):
+        tags = sorted({tag for logged in scalars.values() for tag in logged if tag.startswith(("eval/", "valid/"))})
+        fail(f"--metric {metric}: no run logged it; they logged {', '.join(tags) or 'no scalars'}")
+    swept, curves = swept_keys(jobs), {}
+    for values, members in groups.items():
+        label = ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
+        drawn = row_curve(label, members, scalars, metric, swept)
+        if drawn is not None:
+            curves[label] = drawn
+    if not curves:
+        fail(f"--plot: no run has a {metric} curve (see the lines above)")
+    try:
+        draw(curves, metric, path)  # first: a path matplotlib refuses leaves no JSON behind either
+        path.with_suffix(".json").write_text(json.dumps(curves, indent=2) + "\n")
+    except (OSError, ValueError) as err:  # ValueError: matplotlib knows no such image format
+        fail(f"--plot {path}: cannot write it: {getattr(err, 'strerror', None) or err}")
 
 
 def markdown(keys: list[str], rows: list[dict], metrics: list[str]) -> str:
@@ -130,7 +223,12 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="+", help="metrics to show (default: every eval/ and valid/ metric)")
     parser.add_argument("--over", nargs="+", default=["seed"], help="keys to average over (default: seed)")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="also draw --metric per epoch, mean ± std per row, here (the numbers in FILE.json)")
+    parser.add_argument("--metric", help="the scalar --plot draws (default: eval/accuracy, else the first eval/ metric)")
     args = parser.parse_args()
+    if args.metric and not args.plot:
+        fail("--metric chooses what --plot draws; give --plot FILE.png too")
 
     jobs = load_jobs(args.sweeps)
     if not jobs:
@@ -140,10 +238,11 @@ def main() -> None:
     print(markdown(keys, rows, metrics))
     swept = swept_keys(jobs)
     for job in (job for job in jobs if job.metrics is None):
-        named = " ".join(f"{k}={job.settings[k]}" for k in swept if k in job.settings)
-        print(f"failed: job {job.name} ({named}): {job.error}")
+        print(f"failed: {describe(job, swept)}: {job.error}")
     if args.csv:
         write_csv(args.csv, keys, rows, metrics)
+    if args.plot:
+        plot(args.plot, args.metric or default_curve_metric(jobs), jobs, args.over)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def test_traversal_varies_one_dimension_per_row_most_informative_first(monkeypat
     x = torch.bernoulli(torch.full((50, 1, 4, 4), 0.4))
     codes = []
     monkeypatch.setattr(model, "decode", lambda z: codes.append(z) or torch.zeros(len(z), 1, 4, 4))
-    grid = model.images(x)["traversal"]
+    # One label: no pair of different labels, so no interpolations, and decode's one call is the traversal's.
+    grid = model.images(x, torch.zeros(len(x), dtype=torch.long))["traversal"]
     assert grid.nrow == 9 and grid.images.shape == (2 * 9, 1, 4, 4)
     (z,) = codes
     z = z.view(2, 9, 3)

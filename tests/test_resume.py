@@ -85,7 +85,13 @@ def test_resume_may_extend_training(cli, tmp_path):
     run_dir = tmp_path / "run"
     assert cli(*RUN, "trainer.max_epochs=1", "model.hidden=[32]", f"hydra.run.dir={run_dir}")[0] == 0
     assert cli(f"resume={run_dir}", "trainer.max_epochs=2")[0] == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["epoch"] == 2
+    final = json.loads((run_dir / "metrics.json").read_text())
+    assert final["epoch"] == 2
+    # The first run's evaluation came before its last checkpoint: the resumed run keeps its events.
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    for steps in ([e.step for e in events.Scalars("eval/elbo")], [e.step for e in events.Images("samples")]):
+        assert steps == [final["step"] // 2, final["step"]]
     code, _, err = cli(f"resume={run_dir}", "model.z_dim=3")
     assert code == 2 and "only trainer.* keys may change when resuming (got model.z_dim=3)" in err
 

@@ -68,7 +68,8 @@ def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
     """The same settings, once from a config group (trainer=debug) and once as explicit overrides, land in
     one row; two sweep directories are pooled."""
     first = sweep(tmp_path / "first", "trainer=debug", "seed=0,1")
-    second = sweep(tmp_path / "second", "trainer.checkpoint_every_steps=10", "model.z_dim=50,8", "seed=2")
+    second = sweep(tmp_path / "second", "trainer.checkpoint_every_steps=10", "trainer.eval_iw_samples=1",
+                   "model.z_dim=50,8", "seed=2")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     table = results_table(str(tmp_path / "first"), str(tmp_path / "second"), "--metrics", "eval/elbo").stdout
     lines = table.splitlines()

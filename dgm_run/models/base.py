@@ -124,8 +124,8 @@ class GenerativeModel(nn.Module):
         """Reconstructions of test images x, values in [0, 1]; None if not supported."""
         return None
 
-    def images(self, x: Tensor) -> dict[str, Grid]:
-        """Further image grids by TensorBoard tag, made from test images x (e.g. analogies)."""
+    def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:
+        """Further image grids by TensorBoard tag, made from test images x and their labels y (e.g. analogies)."""
         return {}
 
     def figures(self, x: Tensor, y: Tensor) -> dict[str, Picture]:

@@ -5,8 +5,8 @@ variational framework"): the VAE with its KL term weighted by β,
 
 β > 1 trading reconstruction for a code closer to the factorised prior (a more disentangled
 one); β = 1 is the VAE. The KL warm-up (`kl_warmup_epochs`) multiplies β. Evaluation reports
-the VAE's metrics (the ELBO at β = 1, the importance-weighted log-likelihood); the `traversal`
-image grid shows what each latent dimension has learnt.
+the VAE's metrics (the ELBO at β = 1, the importance-weighted log-likelihood) and image grids; the
+`traversal` grid beside them shows what each latent dimension has learnt.
 """
 
 from __future__ import annotations
@@ -45,11 +45,12 @@ class BetaVAE(VAE):
         self.beta = cfg.beta  # the toolkit's factor on the KL term (vae_family.VAEFamily.elbo_terms)
 
     @torch.no_grad()
-    def images(self, x: Tensor) -> dict[str, Grid]:
-        """The latent traversal of the first test image: its code (the mean of q(z|x)) with one dimension
-        at a time set to each of TRAVERSAL_STEPS values in [-3, 3], the others fixed; one row per
-        dimension, the TRAVERSAL_ROWS dimensions with the largest mean KL over the test images first
-        (dimensions that have collapsed to the prior decode alike whatever their value)."""
+    def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:
+        """The VAE's grids (manifold, interpolations) and `traversal`, the latent traversal of the first
+        test image: its code (the mean of q(z|x)) with one dimension at a time set to each of
+        TRAVERSAL_STEPS values in [-3, 3], the others fixed; one row per dimension, the TRAVERSAL_ROWS
+        dimensions with the largest mean KL over the test images first (dimensions that have collapsed
+        to the prior decode alike whatever their value)."""
         mu, logvar = self.encode(x[:RANKING_IMAGES].flatten(1))
         kl_per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
         dims = kl_per_dim.argsort(descending=True)[:TRAVERSAL_ROWS]
@@ -57,4 +58,4 @@ class BetaVAE(VAE):
         z = mu[0].repeat(len(dims), TRAVERSAL_STEPS, 1)  # (rows, steps, Z)
         for row, dim in enumerate(dims.tolist()):
             z[row, :, dim] = values
-        return {"traversal": Grid(self.decode(z.flatten(0, 1)), nrow=TRAVERSAL_STEPS)}
+        return {**super().images(x, y), "traversal": Grid(self.decode(z.flatten(0, 1)), nrow=TRAVERSAL_STEPS)}

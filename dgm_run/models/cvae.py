@@ -145,7 +145,7 @@ class CVAE(VAEFamily):
         return self.encoder(x.flatten(1)).chunk(2, dim=-1)[0]
 
     @torch.no_grad()
-    def images(self, x: Tensor) -> dict[str, Grid]:
+    def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:
         """One row per test image: its visible part (hidden pixels grey), completions from fresh codes
         z ~ p(z), then the true image."""
         x = x[:self.cfg.completion_rows].float()

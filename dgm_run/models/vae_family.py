@@ -10,6 +10,7 @@
 - The importance-weighted log-likelihood, log 1/k sum_i w_i, with the k draws taken in chunks.
 - Decoder-based samples and reconstructions (`LatentDecoder`); the class-conditional models'
   analogies grid and their error and accuracy (`ClassConditional`).
+- Both kinds' pictures of the latent space, the manifold and the interpolations (latent_grids.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from dgm_run.checks import check, check_choice
 from dgm_run.contract import Batch, DataSpec, Grid, Progress
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig
+from dgm_run.models.latent_grids import LABEL_MANIFOLD_SIDE, MANIFOLD_SIDE, interpolations, quantile_plane
 from dgm_run.models.nn import bernoulli_log_prob, chunks, kl_standard_normal, normal_log_prob, reparameterize
 
 
@@ -188,14 +190,25 @@ class LatentDecoder(VAEFamily):
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.code(x.flatten(1))).view_as(x)
 
+    @torch.no_grad()
+    def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:
+        """`manifold` for a 2-D code: the decodings of a MANIFOLD_SIDE-square grid of the prior's quantiles,
+        rows along z[0], columns along z[1]; `interpolations`: the decodings of straight lines between the
+        codes of test digits of different labels (latent_grids.py; AVB's codes are one draw of q(z|x))."""
+        grids = {}
+        if self.cfg.z_dim == 2:
+            grids["manifold"] = Grid(self.decode(quantile_plane(MANIFOLD_SIDE, x.device)), nrow=MANIFOLD_SIDE)
+        return {**grids, **interpolations(x, y, self.code, lambda z, _: self.decode(z))}
+
 
 class ClassConditional:
     """Mixin of the class-conditional models (M2, ADGM, SDGM, M1+M2), before GenerativeModel in the bases:
-    per-class accuracy, a sample grid one column per label, the analogies grid. `latent(x)` is a test
-    image's style (its code at the predicted label); `decode_style(z, y)` decodes codes with labels."""
+    per-class accuracy, a sample grid one column per label, the analogies, manifold and interpolations grids.
+    `latent(x)` is a test image's style (its code at the predicted label); `decode_style(z, y)` decodes codes."""
 
     per_class_metrics = ("accuracy",)
     spec: DataSpec
+    cfg: Any
 
     def latent(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -209,9 +222,24 @@ class ClassConditional:
         return self.spec.n_classes  # class-conditional samples: one column per label
 
     @torch.no_grad()
-    def images(self, x: Tensor) -> dict[str, Grid]:
+    def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:
+        """`analogies`; `manifold/<label>` for a 2-D style (`manifolds`); `interpolations`: each row the
+        style moving in a straight line from its left test digit's to its right one's (of another label),
+        every point decoded with the left digit's label (latent_grids.py)."""
         k = self.spec.n_classes
-        return {"analogies": Grid(self.analogies(x[:k]), nrow=k + 1)}
+        return {"analogies": Grid(self.analogies(x[:k]), nrow=k + 1), **self.manifolds(x.device),
+                **interpolations(x, y, self.latent, self.decode_style)}
+
+    def manifolds(self, device: torch.device) -> dict[str, Grid]:
+        """Kingma et al. 2014, figure 1a: per label, the decodings of a LABEL_MANIFOLD_SIDE-square grid of
+        the prior's quantiles with that label, rows along z[0], columns along z[1]; none unless z is 2-D."""
+        if self.cfg.z_dim != 2:
+            return {}
+        z = quantile_plane(LABEL_MANIFOLD_SIDE, device)
+        k = self.spec.n_classes
+        labels = torch.arange(k, device=device).repeat_interleave(len(z))
+        images = self.decode_style(z.repeat(k, 1), labels).view(k, len(z), *self.spec.shape)
+        return {f"manifold/{label}": Grid(images[label], nrow=LABEL_MANIFOLD_SIDE) for label in range(k)}
 
     def analogies(self, x: Tensor) -> Tensor:
         """Per test digit: the digit, then its style decoded with each label. (B * (K + 1), C, H, W)."""
