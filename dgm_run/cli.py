@@ -22,7 +22,7 @@ from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
 from dgm_run.run_dir import take_back
-from dgm_run.train import EVALUATION_DIR, evaluate_run, run
+from dgm_run.train import evaluate_run, evaluation_paths, run
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ EXIT_USER_ERROR = 2
 ERROR_FILE = "error.txt"
 
 # A resumed run reuses its own directory and keeps the .hydra/ files of its first start; an evaluation
-# writes into the evaluation/ folder of the run it evaluates.
+# writes into the evaluation/ folder of the run it evaluates (evaluation-best/ for its best.pt).
 OmegaConf.register_new_resolver(
-    "dgm_run_dir", lambda resume, evaluate, default: resume or (evaluate and os.path.join(evaluate, EVALUATION_DIR))
+    "dgm_run_dir", lambda resume, evaluate, default: resume or (evaluate and str(evaluation_paths(Path(evaluate))[2]))
     or default, replace=True)
 OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True)
 # device=cuda_per_job: the job number of a sweep picks the GPU (a single run is job 0).

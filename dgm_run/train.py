@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -27,21 +28,22 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 # Where `dgm-run evaluate=DIR` writes, inside DIR.
 EVALUATION_DIR = "evaluation"
+# The keys `dgm-run evaluate=` may change: how to evaluate, and where the data is (not what it is).
+EVALUATE_MAY_CHANGE = ("trainer.*", "logger.*", "data.root", "data.test_binarize")
 
 
 def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resume",
-                   sections: tuple[str, ...] = ("trainer",)) -> DictConfig:
-    """The saved config of `run_dir`, every schema default filled in, with overrides of `sections` applied
-    (e.g. more epochs); `command` (resume, evaluate) names the command in errors."""
+                   allowed: tuple[str, ...] = ("trainer.*",)) -> DictConfig:
+    """The saved config of `run_dir`, every schema default filled in, with the overrides applied whose keys
+    match an `allowed` pattern (e.g. more epochs); `command` (resume, evaluate) names the command in errors."""
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():
         raise UserError(f"{command}={run_dir}: no {CONFIG_FILE} there; name the directory of a dgm-run run")
     cfg = complete(OmegaConf.load(saved))
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if not key.startswith(tuple(f"{s}." for s in (*sections, "hydra"))):
-            allowed = ", ".join(f"{s}.*" for s in sections)
-            raise UserError(f"{command}: only {allowed} keys may change when {command.removesuffix('e')}ing "
+        if not any(fnmatch(key, pattern) for pattern in (*allowed, "hydra.*")):
+            raise UserError(f"{command}: only {', '.join(allowed)} keys may change when {command.removesuffix('e')}ing "
                             f"(got {override.input_line})")
         if not key.startswith("hydra."):
             OmegaConf.update(cfg, key, override.value(), merge=True)
@@ -152,12 +154,24 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     return metrics
 
 
-def evaluate_run(run_dir: Path, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
-    """`dgm-run evaluate=DIR`: the metrics, grids, figures and embedding of DIR's last checkpoint, as the run
-    evaluated them (the same seed, so the same numbers), written into out_dir (DIR/evaluation). trainer.*
-    (e.g. eval_iw_samples) and logger.* may change; DIR's own files are only read."""
-    cfg = resumed_config(run_dir, overrides, "evaluate", ("trainer", "logger"))
-    state = checkpoint.load(run_dir / CHECKPOINT)
+def evaluation_paths(target: Path) -> tuple[Path, Path, Path]:
+    """`evaluate=TARGET`, a run directory or one of its checkpoint files (DIR/checkpoints/best.pt): the run
+    directory, the checkpoint (a directory's last.pt), and where the evaluation writes: DIR/evaluation for
+    the last checkpoint, DIR/evaluation-<name> for another, so that each has its own events."""
+    if target.suffix != ".pt":
+        return target, target / CHECKPOINT, target / EVALUATION_DIR
+    run_dir = target.parent.parent
+    return run_dir, target, run_dir / (EVALUATION_DIR if target.stem == "last" else f"{EVALUATION_DIR}-{target.stem}")
+
+
+def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """`dgm-run evaluate=TARGET`: the metrics, grids, figures and embedding of a run's checkpoint (see
+    `evaluation_paths`), as the run evaluated them (the same seed, so the same numbers), written into
+    out_dir. trainer.* (e.g. eval_iw_samples), logger.* and where the data is and how its test set is
+    binarized (data.root, data.test_binarize) may change; the run's own files are only read."""
+    run_dir, checkpoint_file, _ = evaluation_paths(target)
+    cfg = resumed_config(run_dir, overrides, "evaluate", EVALUATE_MAY_CHANGE)
+    state = checkpoint.load(checkpoint_file)
     # The logger hides what an earlier evaluation of this checkpoint logged at its step.
     trainer = build(cfg, out_dir, state=state, purge_step=state["step"])
     try:

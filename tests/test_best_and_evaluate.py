@@ -71,8 +71,35 @@ def test_evaluate_dir_gives_the_runs_own_final_metrics_beside_its_checkpoint(cli
     assert scalars(out, "eval/log_likelihood") == [(30, pytest.approx(again["eval/log_likelihood"]))]
 
     code, _, err = cli(f"evaluate={run_dir}", "model.z_dim=3")
-    assert code == 2 and err.strip() == ("dgm-run: error: evaluate: only trainer.*, logger.* keys may change when "
-                                         "evaluating (got model.z_dim=3)")
+    assert code == 2 and err.strip() == ("dgm-run: error: evaluate: only trainer.*, logger.*, data.root, "
+                                         "data.test_binarize keys may change when evaluating (got model.z_dim=3)")
     code, _, err = cli(f"evaluate={tmp_path / 'nothing'}")
     assert code == 2 and f"evaluate={tmp_path / 'nothing'}: no config.yaml there" in err
     assert not (tmp_path / "nothing").exists()  # the evaluation folder Hydra made is taken back
+
+
+def test_evaluate_a_best_checkpoint_into_its_own_folder(cli, tmp_path):
+    """evaluate=DIR/checkpoints/best.pt: the best evaluation's metrics again, in DIR/evaluation-best/; the test
+    protocol may change (data.test_binarize)."""
+    run_dir = tmp_path / "run"
+    assert cli(*EPOCHS, "trainer.max_epochs=2", "trainer.best_metric=valid/elbo", "trainer.best_mode=min",
+               f"hydra.run.dir={run_dir}")[0] == 0
+    best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+    assert best["step"] == 75  # best_mode=min on the ELBO: the first evaluation, not the last
+    target = run_dir / "checkpoints" / "best.pt"
+    out = run_dir / "evaluation-best"
+    code, _, err = cli(f"evaluate={target}", "trainer.progress_bar=false")
+    assert code == 0, err
+    evaluated = json.loads((out / "metrics.json").read_text())
+    assert evaluated["step"] == 75 and evaluated["valid/elbo"] == pytest.approx(best["metrics"]["valid/elbo"])
+    assert not (run_dir / "evaluation").exists()
+
+    # The grey-level held-out digits instead of one binarization: other numbers, replacing the events at step 75.
+    assert cli(f"evaluate={target}", "data.test_binarize=grey", "trainer.progress_bar=false")[0] == 0
+    grey = json.loads((out / "metrics.json").read_text())
+    assert grey["step"] == 75 and grey["eval/elbo"] != pytest.approx(evaluated["eval/elbo"])
+    assert scalars(out, "eval/elbo") == [(75, pytest.approx(grey["eval/elbo"]))]
+
+    code, _, err = cli(f"evaluate={run_dir / 'checkpoints' / 'nothing.pt'}")
+    assert code == 2 and err.strip() == f"dgm-run: error: no checkpoint at {run_dir / 'checkpoints' / 'nothing.pt'}"
+    assert not (run_dir / "evaluation-nothing").exists()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,6 +82,30 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(cli, tmp_path, multirun
     code, _, err = cli(*(["-m"] if multirun else []), *TINY, f"{key}={tmp_path / 'plain' / 'sub'}")
     assert_one_line_error(code, err, f"{key}={tmp_path / 'plain' / 'sub'}: cannot make the run directory there "
                                      f"({tmp_path / 'plain'} is a file, not a directory); choose a writable directory")
+
+
+def unwritable_directory(tmp_path) -> Path:
+    """A directory nobody may write in: a read-only one for a user; for root, who may write anywhere on a
+    disk, the kernel's own /sys, where no one may make a folder."""
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        return locked
+    probe = Path("/sys") / f"dgm_run_probe_{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return Path("/sys")
+    probe.rmdir()
+    pytest.skip("/sys accepts new folders here: no directory is closed to root")
+
+
+def test_a_run_directory_without_write_access_is_one_line(cli, tmp_path):
+    run_dir = unwritable_directory(tmp_path) / "run"
+    code, _, err = cli(*TINY, f"hydra.run.dir={run_dir}")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"dgm-run: error: hydra.run.dir={run_dir}: cannot make the run directory there (")
+    assert err.strip().endswith("); choose a writable directory") and not run_dir.exists()
 
 
 def test_missing_data_without_download(cli, tmp_path):

@@ -98,7 +98,7 @@ def test_unknown_objective_is_one_clear_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "dgm-run: error: objective=eval/accuracy is not a final metric of this run (see metrics.json); "
-        "choose one of: eval/elbo, eval/log_likelihood, time/eval_s, epoch, step"]
+        "choose one of: eval/elbo, eval/log_likelihood, time/eval_s, epoch, step, steps_per_epoch"]
     assert (tmp_path / "metrics.json").is_file()  # the finished run is kept
 
 
