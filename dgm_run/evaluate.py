@@ -28,6 +28,12 @@ from dgm_run.tensorboard import TensorBoardLogger
 log = logging.getLogger(__name__)
 
 
+def error_and_accuracy(probs: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Per example: 1 where the most probable label is not y (error), and its complement (accuracy)."""
+    wrong = (probs.argmax(-1) != y).float()
+    return {"error": wrong, "accuracy": 1.0 - wrong}
+
+
 class Evaluator:
     def __init__(self, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, cfg: LoggerConfig,
                  seed: int, batch_size: int, autocast: Any, progress_bar: bool = False) -> None:
@@ -68,16 +74,33 @@ class Evaluator:
         self.logger.flush()
         return metrics
 
+    def batch_metrics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Per-example metrics of a held-out batch: the error and accuracy of the model's prediction, then the
+        model's own. With data.test_binarize=mean, each is the mean over fresh binarizations of x, and error
+        and accuracy are those of the mean prediction."""
+        draws = self.data.held_out_draws
+        probs: Optional[Tensor] = None
+        sums: dict[str, Tensor] = {}
+        for _ in range(draws):
+            x_drawn = self.data.held_out_draw(x)
+            predicted = self.model.predict(x_drawn)
+            if predicted is not None:
+                probs = predicted if probs is None else probs + predicted  # the sum's argmax is the mean's
+            for name, values in self.model.evaluate(x_drawn, y).items():
+                sums[name] = values.float() if name not in sums else sums[name] + values.float()
+        metrics = {} if probs is None else error_and_accuracy(probs, y)
+        return {**metrics, **{name: total / draws for name, total in sums.items()}}
+
     def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor,
                         bar: Optional[tqdm] = None) -> dict[str, float]:
-        """The model's per-example metrics averaged over a held-out set, and per class where it asks;
-        `bar` counts the examples done."""
+        """The per-example metrics (`batch_metrics`) averaged over a held-out set, and per class where the
+        model asks; `bar` counts the examples done."""
         sums: dict[str, Tensor] = {}
         k = self.data.n_classes
         for start in range(0, len(x_all), self.batch_size):
             x, y = x_all[start:start + self.batch_size], y_all[start:start + self.batch_size]
-            for name, values in self.model.evaluate(x, y).items():
-                sums[name] = sums.get(name, 0) + values.float().sum()
+            for name, values in self.batch_metrics(x, y).items():
+                sums[name] = sums.get(name, 0) + values.sum()
                 if name in self.model.per_class_metrics:
                     per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
                     sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class

@@ -106,6 +106,11 @@ class GenerativeModel(nn.Module):
         """Per-example metrics of a test batch, each of shape (B,); the evaluation averages them."""
         return {}
 
+    def predict(self, x: Tensor) -> Optional[Tensor]:
+        """Class probabilities of test images x, (B, K), whose error and accuracy the evaluation reports
+        (per label too, with "accuracy" in per_class_metrics); None for a model that does not classify."""
+        return None
+
     def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:
         """Metrics computed once per evaluation from the whole test set (x, y), e.g. how many
         modes of a mixture the samples cover; values are floats or 0-d tensors."""

@@ -29,7 +29,7 @@ from dgm_run.models.m2 import M2
 from dgm_run.models.nn import LOG_2PI, reparameterize
 from dgm_run.models.semi_supervised import SemiSupervisedConfig
 from dgm_run.models.vae import VAE
-from dgm_run.models.vae_family import LIKELIHOODS, ClassConditional, error_and_accuracy
+from dgm_run.models.vae_family import LIKELIHOODS, ClassConditional
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +143,14 @@ class M1M2(ClassConditional, GenerativeModel):
                                           progress=batch.progress))
 
     @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self.m2.classify(self.m1.encode(x.flatten(1))[0] * self.m2.keep)
+
+    @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         flat = x.flatten(1)
-        mu, logvar = self.m1.encode(flat)
         x1 = self.m1_input(flat)  # M1's bound is on the digits it models: binarized afresh with m1_binarize
-        posterior = (mu, logvar) if x1 is flat else self.m1.encode(x1)
-        return {**error_and_accuracy(self.m2.classify(mu * self.m2.keep), y), "m1_elbo": self.m1.elbo(x1, *posterior)}
+        return {"m1_elbo": self.m1.elbo(x1, *self.m1.encode(x1))}
 
     @torch.no_grad()
     def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:

@@ -41,8 +41,7 @@ from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.labels import Labels
 from dgm_run.models.nn import ACTIVATIONS, INIT_SCHEMES, initialize
-from dgm_run.models.vae_family import (ClassConditional, Gaussian, VAEFamily, VAEFamilyConfig, error_and_accuracy,
-                                       iw_log_likelihood)
+from dgm_run.models.vae_family import ClassConditional, Gaussian, VAEFamily, VAEFamilyConfig, iw_log_likelihood
 
 
 def mean_over_draws(t: Tensor, draws: int) -> Tensor:
@@ -208,9 +207,12 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        return self.classify(x.flatten(1))
+
+    @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        x = x.flatten(1)
-        return {**error_and_accuracy(self.classify(x), y), "log_likelihood": self.log_likelihood(x)}
+        return {"log_likelihood": self.log_likelihood(x.flatten(1))}
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """log p(x) = log sum_y E_q[w(x, y)], estimated with iw_samples draws per label, (B,)."""

@@ -9,7 +9,7 @@
 - The ELBO's loss terms (`elbo_terms`, and `gaussian_elbo` for a Gaussian q(z|x) against N(0, I)).
 - The importance-weighted log-likelihood, log 1/k sum_i w_i, with the k draws taken in chunks.
 - Decoder-based samples and reconstructions (`LatentDecoder`); the class-conditional models'
-  analogies grid and their error and accuracy (`ClassConditional`).
+  analogies grid and their per-class accuracy (`ClassConditional`).
 - Both kinds' pictures of the latent space, the manifold and the interpolations (latent_grids.py).
 """
 
@@ -104,12 +104,6 @@ def importance_log_weight(log_px: Tensor, log_p: Sequence[Union[Tensor, float]],
     for term in log_q:
         kl_part = kl_part - term
     return log_px + kl_weight * kl_part
-
-
-def error_and_accuracy(probs: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Per example: 1 where the most probable label is not y (error), and its complement (accuracy)."""
-    wrong = (probs.argmax(-1) != y).float()
-    return {"error": wrong, "accuracy": 1.0 - wrong}
 
 
 # --------------------------------------------------------------------------- models
