@@ -14,7 +14,7 @@ experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of M
   over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
-- evaluation: the trainer's own averaging of `model.evaluate` (`trainer.evaluator.average_metrics`:
+- evaluation: the trainer's own averaging of `model.predict` and `model.evaluate` (`average_metrics`:
   test error, the importance-weighted log-likelihood, ...) over `--eval-digits` test digits in
   batches of trainer.eval_batch_size: digits/s (median of 3 passes after one), FLOPs per digit
   and the share of the matmul rate, to set beside the training step's.
@@ -155,7 +155,7 @@ def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData
 
 
 def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[str, Any]:
-    """The trainer's test metrics (its evaluator's average_metrics: model.evaluate in eval_batch_size
+    """The trainer's test metrics (its evaluator's average_metrics: model.predict and evaluate in eval_batch_size
     batches, summed on the device) on the first n_digits test digits: seconds per pass (median of
     `repeats` after one untimed, which counts the FLOPs of a pass)."""
     evaluator = trainer.evaluator
@@ -310,7 +310,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "| model | ms/step, CUDA graph | ms/step, eager | speed-up |", "| --- | ---: | ---: | ---: |"]
         lines += [f"| {r['model']} | {1e3 * r['seconds_per_step']:.3f} | {1e3 * r['eager']['seconds_per_step']:.3f} | "
                   f"{r['graph_speedup']:.1f}x |" for r in graphed]
-    lines += ["", "Evaluation (model.evaluate on test digits, as the trainer runs it):", "",
+    lines += ["", "Evaluation (model.predict and evaluate on test digits, as the trainer runs it):", "",
               "| model | digits | digits/s | FLOPs/digit | FLOP/s | share of matmul | training step's share |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in report["models"].values():
@@ -352,7 +352,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N operations taking the most time in the real step")
     parser.add_argument("--eval-digits", type=int, default=None,
-                        help="test digits through model.evaluate (default 1000; tiny 40)")
+                        help="test digits through the evaluation (default 1000; tiny 40)")
     parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
