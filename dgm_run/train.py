@@ -160,7 +160,7 @@ def evaluation_paths(target: Path) -> tuple[Path, Path, Path]:
     the last checkpoint, DIR/evaluation-<name> for another, so that each has its own events."""
     if target.suffix != ".pt":
         return target, target / CHECKPOINT, target / EVALUATION_DIR
-    run_dir = target.parent.parent
+    run_dir = target.absolute().parent.parent  # absolute: `best.pt` given from inside checkpoints/ too
     return run_dir, target, run_dir / (EVALUATION_DIR if target.stem == "last" else f"{EVALUATION_DIR}-{target.stem}")
 
 

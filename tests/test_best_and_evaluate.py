@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dgm_run import checkpoint
-from dgm_run.train import run
+from dgm_run.train import evaluation_paths, run
 from tests.conftest import TINY, compose_cfg
 
 # 7,500 training digits once 500 are held out for validation: 75 steps per epoch, evaluated after each.
@@ -76,6 +77,18 @@ def test_evaluate_dir_gives_the_runs_own_final_metrics_beside_its_checkpoint(cli
     code, _, err = cli(f"evaluate={tmp_path / 'nothing'}")
     assert code == 2 and f"evaluate={tmp_path / 'nothing'}: no config.yaml there" in err
     assert not (tmp_path / "nothing").exists()  # the evaluation folder Hydra made is taken back
+
+
+def test_evaluation_paths_of_a_run_and_of_its_checkpoint_files(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    assert evaluation_paths(run_dir) == (run_dir, checkpoints / "last.pt", run_dir / "evaluation")
+    assert evaluation_paths(checkpoints / "best.pt") == (run_dir, checkpoints / "best.pt", run_dir / "evaluation-best")
+    assert evaluation_paths(checkpoints / "last.pt")[2] == run_dir / "evaluation"
+    checkpoints.mkdir(parents=True)
+    monkeypatch.chdir(checkpoints)  # a file named from inside checkpoints/
+    found, _, out = evaluation_paths(Path("best.pt"))
+    assert found.resolve() == run_dir.resolve() and out.resolve() == (run_dir / "evaluation-best").resolve()
 
 
 def test_evaluate_a_best_checkpoint_into_its_own_folder(cli, tmp_path):
