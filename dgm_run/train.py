@@ -28,6 +28,8 @@ METRICS_FILE = "metrics.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 # Where `dgm-run evaluate=DIR` writes, inside DIR.
 EVALUATION_DIR = "evaluation"
+# Evaluations this long, and longer than training, get a line on how to shorten them.
+SLOW_EVALUATION_S = 10.0
 # The keys `dgm-run evaluate=` may change: how to evaluate, and where the data is (not what it is).
 EVALUATE_MAY_CHANGE = ("trainer.*", "logger.*", "data.root", "data.test_binarize")
 
@@ -151,7 +153,19 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     checkpoint.write_json(run_dir / METRICS_FILE, metrics)
     log_final(metrics)
     log.info("wall time: training %.1f s, evaluation %.1f s", trainer.train_seconds, trainer.eval_seconds)
+    hint = evaluation_hint(trainer.train_seconds, trainer.eval_seconds)
+    if hint:
+        log.info(hint)
     return metrics
+
+
+def evaluation_hint(train_seconds: float, eval_seconds: float) -> Optional[str]:
+    """For a run whose evaluations outlasted its training (a quick run of a model with a precise
+    log-likelihood estimate): how to shorten them."""
+    if eval_seconds <= max(train_seconds, SLOW_EVALUATION_S):
+        return None
+    return ("the evaluations took longer than training: trainer.eval_iw_samples=N (fewer importance samples; "
+            "trainer=debug sets 1) or a larger trainer.eval_every_epochs shortens them")
 
 
 def evaluation_paths(target: Path) -> tuple[Path, Path, Path]:

@@ -18,7 +18,7 @@ from tensorboard.plugins.hparams import api_pb2, backend_context, plugin_data_pb
 
 from dgm_run.cli import experiment_notice
 from dgm_run.errors import UserError
-from dgm_run.train import build, run
+from dgm_run.train import build, evaluation_hint, run
 from tests.conftest import TINY, compose_cfg
 
 
@@ -119,6 +119,13 @@ def test_hparams_dashboard_of_a_folder_of_mixed_models_shows_every_models_metric
     metrics = {m.name.tag for m in experiment.metric_infos}
     assert {"eval/elbo", "eval/log_likelihood", "eval/modes_covered", "eval/high_quality"} <= metrics
     assert {"model._target_", "model.experts", "model.iw_samples"} <= {h.name for h in experiment.hparam_infos}
+
+
+def test_a_run_whose_evaluations_outlast_training_says_how_to_shorten_them():
+    assert evaluation_hint(train_seconds=0.8, eval_seconds=64.9).startswith(
+        "the evaluations took longer than training: trainer.eval_iw_samples=N")
+    assert evaluation_hint(train_seconds=0.8, eval_seconds=5.6) is None  # short enough to wait for
+    assert evaluation_hint(train_seconds=1540.0, eval_seconds=400.0) is None  # a long run's evaluations
 
 
 def test_threads_and_evaluation_samples_are_trainer_keys(tmp_path):
