@@ -36,8 +36,8 @@ class BestCheckpoint:
         self.value: Optional[float] = None
         self.epoch: Optional[int] = None
         self.stale = 0
-        prefix = (self.metric or "eval/").split("/")[0]
-        if prefix not in prefixes:  # known before training: say so now, not after the first epoch
+        prefix = self.metric.split("/")[0] if self.metric else None
+        if prefix is not None and prefix not in prefixes:  # known before training: say so now, not after an epoch
             raise UserError(f"trainer.best_metric={self.metric}: this run has no {prefix}/ metrics; "
                             "hold out a validation set with data.n_validation=N")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import NoReturn, Optional, Union
 
@@ -17,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from dgm_run.composition import SCHEMA_GROUP, register_schemas
+from dgm_run.composition import SCHEMA_GROUP, option_nodes, register_schemas
 from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
@@ -99,15 +98,13 @@ def experiment_notice(choices: DictConfig) -> Optional[str]:
     experiment=avb_mnist for MNIST); None otherwise."""
     if choices.get("experiment") is not None:
         return None
-    folder = resources.files("dgm_run.configs") / "experiment"
-    for path in sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name):
-        node = OmegaConf.create(path.read_text(encoding="utf-8"))
+    for name, node in option_nodes("experiment").items():
         chosen = {key.removeprefix("override /"): value for entry in node.get("defaults", [])
                   if isinstance(entry, DictConfig) for key, value in entry.items()}
         sets = [f"{group}.{key}" for group in ("model", "data") for key in node.get(group, {})]
         if sets and chosen.get("model") == choices.get("model") and chosen.get("data") == choices.get("data"):
             return (f"model={choices.model} data={choices.data} runs the model's own defaults; "
-                    f"experiment={path.name.removesuffix('.yaml')} has the settings for this data ({', '.join(sets)})")
+                    f"experiment={name} has the settings for this data ({', '.join(sets)})")
     return None
 
 

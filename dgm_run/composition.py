@@ -26,11 +26,17 @@ from dgm_run.config import GROUP_SCHEMAS
 SCHEMA_GROUP = "schema"
 
 
+def option_nodes(group: str) -> dict[str, DictConfig]:
+    """The files of configs/GROUP as they are written (no composition), by option name, in name order."""
+    files = [f for f in (resources.files("dgm_run.configs") / group).iterdir() if f.name.endswith(".yaml")]
+    return {f.name.removesuffix(".yaml"): OmegaConf.create(f.read_text(encoding="utf-8"))
+            for f in sorted(files, key=lambda f: f.name)}
+
+
 def _option_targets(group: str) -> dict[str, str]:
     """The `_target_` of every option of configs/GROUP, by option name; an option without its own
     takes the one of the last option in its defaults list (model/avb_vae: avb's)."""
-    files = [f for f in (resources.files("dgm_run.configs") / group).iterdir() if f.name.endswith(".yaml")]
-    nodes = {f.name.removesuffix(".yaml"): OmegaConf.create(f.read_text(encoding="utf-8")) for f in files}
+    nodes = option_nodes(group)
 
     def target(option: str, seen: tuple[str, ...] = ()) -> Optional[str]:
         node = nodes.get(option)

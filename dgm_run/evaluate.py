@@ -62,9 +62,9 @@ class Evaluator:
             bar.set_description("evaluate: image grids and figures")
             self._log_images(step)
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
+                # Imported here: matplotlib takes about half a second, which runs without figures save.
+                from dgm_run.figures import render
                 for tag, picture in model.figures(data.x_test, data.y_test).items():
-                    # Imported here: matplotlib takes about half a second, which runs without figures save.
-                    from dgm_run.figures import render
                     image = render(picture)
                     self.logger.image(tag, image, step)
                     self.animations.add(tag, image, step)
@@ -102,7 +102,7 @@ class Evaluator:
             for name, values in self.batch_metrics(x, y).items():
                 sums[name] = sums.get(name, 0) + values.sum()
                 if name in self.model.per_class_metrics:
-                    per_class = torch.zeros(k, device=self.device).index_add_(0, y, values.float())
+                    per_class = torch.zeros(k, device=self.device).index_add_(0, y, values)
                     sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
             if bar is not None:
                 names = [name for name in sums if not name.endswith("/per_class")]

@@ -44,6 +44,7 @@ class CapturedStep:
         self.capture = capture
         self.calls = 0
         self.inputs: Optional[Batch] = None
+        self.tensor_fields: list[str] = []  # the batch's tensors, found at the first call
         self.graph: Optional[torch.cuda.CUDAGraph] = None
 
     def __call__(self, batch: Batch) -> None:
@@ -67,11 +68,10 @@ class CapturedStep:
 
     def _load(self, batch: Batch) -> None:
         """Copy the batch's tensors into the fixed ones, which are made from the first batch."""
-        tensors = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)
-                   if isinstance(getattr(batch, f.name), torch.Tensor)}
         if self.inputs is None:
-            self.inputs = dataclasses.replace(batch, **{name: t.clone() for name, t in tensors.items()})
+            self.tensor_fields = [f.name for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)]
+            self.inputs = dataclasses.replace(batch, **{name: getattr(batch, name).clone() for name in self.tensor_fields})
         else:
-            for name, t in tensors.items():
-                getattr(self.inputs, name).copy_(t)
+            for name in self.tensor_fields:
+                getattr(self.inputs, name).copy_(getattr(batch, name))
             self.inputs.progress = batch.progress

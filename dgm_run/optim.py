@@ -62,10 +62,9 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phas
         return getattr(cfg, key) if value is None else value
 
     lr, betas, weight_decay = setting("lr"), tuple(setting("betas")), setting("weight_decay")
-    extra = {}
+    extra = {"capturable": True} if capturable else {}  # a flag of Adam and AdamW; SGD has none
     if capturable:
         lr = torch.tensor(lr, device=params[0].device)
-        extra = {} if cfg.name == "sgd" else {"capturable": True}
     # fused: one kernel for every parameter's update, the same algorithm.
     if cfg.name == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,

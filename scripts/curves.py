@@ -7,6 +7,7 @@ matplotlib, about a second: results_table.py imports it only when it draws.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -30,17 +31,28 @@ def band(ax: Axes, x: list[float], mean: list[float], std: list[float], label: s
                     color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def bands_figure(bands: list[tuple[list[float], list[float], list[float], str]], xlabel: str, ylabel: str,
+                 log_y: bool = False, extra: Callable[[Axes], None] = lambda ax: None) -> Figure:
+    """A figure of bands (x, mean, std, label), drawn by Agg without pyplot (no display, no global figure
+    state); `extra` draws more on the axes before the legend."""
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    for x, mean, std, label in bands:
+        band(ax, x, mean, std, label)
+    extra(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_y:
+        ax.set_yscale("log")
+    ax.grid(True, which="both" if log_y else "major", alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    return figure
+
+
 def draw(curves: dict[str, dict], metric: str, path: Path) -> None:
     """One band per group ({label: {"epoch", "mean", "std", "runs"}}) of `metric` against epochs, saved to
     `path` (its suffix names the format)."""
-    figure = Figure(figsize=(7, 4.5), dpi=100)
-    FigureCanvasAgg(figure)  # rendered by Agg, without pyplot: no display, no global figure state
-    ax = figure.subplots()
-    for label, curve in curves.items():
-        band(ax, curve["epoch"], curve["mean"], curve["std"], f"{label} ({curve['runs']} runs)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
-    figure.tight_layout()
-    figure.savefig(path)
+    bands = [(c["epoch"], c["mean"], c["std"], f"{label} ({c['runs']} runs)") for label, c in curves.items()]
+    bands_figure(bands, "epoch", metric).savefig(path)

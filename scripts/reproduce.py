@@ -23,14 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import matplotlib
+from curves import bands_figure, read_scalars
+from torch.utils.tensorboard import SummaryWriter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from curves import band, read_scalars  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
-
-from dgm_run.checkpoint import write_json  # noqa: E402
+from dgm_run.checkpoint import write_json
 
 # Test error (%) on MNIST with 100 labels as published: mean, std.
 PAPER = {
@@ -44,14 +40,8 @@ AUTHORS_ADGM_LOG = {80: 7.9, 100: 5.4, 150: 2.7, 200: 1.6, 400: 1.3, 500: 1.2}
 
 
 def collect(sweep: Path) -> list[dict]:
-    """metrics.json of every finished job under `sweep`, with its seed and directory."""
-    jobs = []
-    for metrics_file in sorted(sweep.glob("*/metrics.json")):
-        metrics = json.loads(metrics_file.read_text())
-        config = (metrics_file.parent / "config.yaml").read_text()
-        seed = next(int(line.split(":")[1]) for line in config.splitlines() if line.startswith("seed:"))
-        jobs.append({"seed": seed, "dir": metrics_file.parent, **metrics})
-    return jobs
+    """metrics.json of every finished job under `sweep`, with its directory."""
+    return [{"dir": path.parent, **json.loads(path.read_text())} for path in sorted(sweep.glob("*/metrics.json"))]
 
 
 def row(model: str, jobs: list[dict]) -> str:
@@ -71,7 +61,7 @@ def curve(jobs: list[dict]) -> dict[str, list[float]]:
         for step, error in read_scalars(job["dir"]).get("eval/error", {}).items():
             per_step.setdefault(step, []).append(100 * error)
     steps = sorted(per_step)
-    per_epoch = next((job["step"] / job["epoch"] for job in jobs if job["epoch"]), None)
+    per_epoch = next((job["steps_per_epoch"] for job in jobs if job["epoch"]), None)
     return {"x": [s / per_epoch if per_epoch else s for s in steps], "unit": "epoch" if per_epoch else "step",
             "mean": [statistics.mean(per_step[s]) for s in steps],
             "std": [statistics.stdev(per_step[s]) if len(per_step[s]) > 1 else 0.0 for s in steps],
@@ -79,19 +69,15 @@ def curve(jobs: list[dict]) -> dict[str, list[float]]:
 
 
 def draw(curves: dict[str, dict[str, list[float]]]):
-    figure, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    for model, c in curves.items():
-        band(ax, c["x"], c["mean"], c["std"], f"{model} (dgm-run, {max(c['runs'], default=0)} seeds)")
-    if "adgm" in curves and curves["adgm"]["unit"] == "epoch":
-        ax.plot(list(AUTHORS_ADGM_LOG), list(AUTHORS_ADGM_LOG.values()), "ko", label="ADGM, the authors' log")
+    bands = [(c["x"], c["mean"], c["std"], f"{model} (dgm-run, {max(c['runs'], default=0)} seeds)")
+             for model, c in curves.items()]
+
+    def authors_log(ax) -> None:
+        if "adgm" in curves and curves["adgm"]["unit"] == "epoch":
+            ax.plot(list(AUTHORS_ADGM_LOG), list(AUTHORS_ADGM_LOG.values()), "ko", label="ADGM, the authors' log")
     units = {c["unit"] for c in curves.values()}
-    ax.set_xlabel(units.pop() if len(units) == 1 else "epoch or step")
-    ax.set_ylabel("test error (%)")
-    ax.set_yscale("log")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    figure.tight_layout()
-    return figure
+    return bands_figure(bands, units.pop() if len(units) == 1 else "epoch or step", "test error (%)", log_y=True,
+                        extra=authors_log)
 
 
 def main() -> None:

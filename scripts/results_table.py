@@ -88,10 +88,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def group(jobs: list[Job], over: list[str]) -> tuple[list[str], dict[tuple, list[Job]]]:
-    """The grouping keys (the settings that differ, but those in `over`) and the finished jobs of each
-    combination of their values: the rows of the table and the lines of the plot."""
-    keys = [key for key in swept_keys(jobs) if key not in over]
+def group(jobs: list[Job], swept: list[str], over: list[str]) -> tuple[list[str], dict[tuple, list[Job]]]:
+    """The grouping keys (the settings that differ, `swept`, but those in `over`) and the finished jobs of
+    each combination of their values: the rows of the table and the lines of the plot."""
+    keys = [key for key in swept if key not in over]
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
         if job.metrics is not None:
@@ -99,9 +99,8 @@ def group(jobs: list[Job], over: list[str]) -> tuple[list[str], dict[tuple, list
     return keys, groups
 
 
-def summarise(jobs: list[Job], metrics: list[str], over: list[str]) -> tuple[list[str], list[dict]]:
-    """The grouping keys and one row per group: its key values, the number of runs, and per metric (mean, std)."""
-    keys, groups = group(jobs, over)
+def summarise(keys: list[str], groups: dict[tuple, list[Job]], metrics: list[str]) -> list[dict]:
+    """One row per group (see `group`): its key values, the number of runs, and per metric (mean, std)."""
     rows = []
     for values, members in groups.items():
         row = {"keys": dict(zip(keys, values)), "runs": len(members)}
@@ -109,7 +108,7 @@ def summarise(jobs: list[Job], metrics: list[str], over: list[str]) -> tuple[lis
             found = [job.metrics[metric] for job in members if metric in job.metrics]
             row[metric] = mean_std(found) if found else None
         rows.append(row)
-    return keys, rows
+    return rows
 
 
 def default_metrics(jobs: list[Job]) -> list[str]:
@@ -174,16 +173,15 @@ def row_curve(label: str, members: list[Job], scalars: dict[Path, dict], metric:
     return drawn
 
 
-def plot(path: Path, metric: str, jobs: list[Job], over: list[str]) -> None:
+def plot(path: Path, metric: str, keys: list[str], groups: dict[tuple, list[Job]], swept: list[str]) -> None:
     """Draw `metric` per epoch, one band per row of the table, to `path`; the numbers to path.json."""
     from curves import draw, read_scalars  # TensorBoard and matplotlib: a second to import, so only here
 
-    keys, groups = group(jobs, over)
     scalars = {job.path: read_scalars(job.path) for members in groups.values() for job in members}
     if not any(metric in logged for logged in scalars.values()):
         tags = sorted({tag for logged in scalars.values() for tag in logged if tag.startswith(("eval/", "valid/"))})
         fail(f"--metric {metric}: no run logged it; they logged {', '.join(tags) or 'no scalars'}")
-    swept, curves = swept_keys(jobs), {}
+    curves = {}
     for values, members in groups.items():
         label = ", ".join(f"{k}={v}" for k, v in zip(keys, values)) or "all runs"
         drawn = row_curve(label, members, scalars, metric, swept)
@@ -234,15 +232,16 @@ def main() -> None:
     if not jobs:
         sys.exit(f"results_table: no jobs (.hydra/) under {' '.join(map(str, args.sweeps))}")
     metrics = args.metrics or default_metrics(jobs)
-    keys, rows = summarise(jobs, metrics, args.over)
-    print(markdown(keys, rows, metrics))
     swept = swept_keys(jobs)
+    keys, groups = group(jobs, swept, args.over)
+    rows = summarise(keys, groups, metrics)
+    print(markdown(keys, rows, metrics))
     for job in (job for job in jobs if job.metrics is None):
         print(f"failed: {describe(job, swept)}: {job.error}")
     if args.csv:
         write_csv(args.csv, keys, rows, metrics)
     if args.plot:
-        plot(args.plot, args.metric or default_curve_metric(jobs), jobs, args.over)
+        plot(args.plot, args.metric or default_curve_metric(jobs), keys, groups, swept)
 
 
 if __name__ == "__main__":

@@ -143,7 +143,7 @@ class DeviceData:
             self.x_valid = held_out(self.x_valid, cfg.split_seed + 1)
             self.y_valid = self.y_valid.to(device)
         # test_binarize=mean: the held-out sets stay grey, and each evaluation draws binarizations of them.
-        self.fresh_held_out = cfg.test_binarize == "mean" and cfg.binarize and splits.x_train.dtype == torch.uint8
+        self.fresh_held_out = cfg.test_binarize == "mean" and cfg.binarize and self.is_image
         self.held_out_draws = cfg.test_binarizations if self.fresh_held_out else 1
         self.modes, self.mode_std = splits.modes, splits.mode_std
         self.unit_interval = splits.x_train.dtype == torch.uint8 or bool(

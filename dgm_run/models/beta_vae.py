@@ -18,6 +18,7 @@ from torch import Tensor
 
 from dgm_run.checks import check
 from dgm_run.contract import DataSpec, Grid
+from dgm_run.models.nn import kl_standard_normal
 from dgm_run.models.vae import VAE
 
 # The traversal: at most this many latent dimensions (rows), each set to TRAVERSAL_STEPS values
@@ -52,7 +53,7 @@ class BetaVAE(VAE):
         dimensions with the largest mean KL over the test images first (dimensions that have collapsed
         to the prior decode alike whatever their value)."""
         mu, logvar = self.encode(x[:RANKING_IMAGES].flatten(1))
-        kl_per_dim = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
+        kl_per_dim = kl_standard_normal(mu.unsqueeze(-1), logvar.unsqueeze(-1)).mean(0)  # each dimension's own
         dims = kl_per_dim.argsort(descending=True)[:TRAVERSAL_ROWS]
         values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, TRAVERSAL_STEPS, device=mu.device, dtype=mu.dtype)
         z = mu[0].repeat(len(dims), TRAVERSAL_STEPS, 1)  # (rows, steps, Z)

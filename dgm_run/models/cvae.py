@@ -87,7 +87,12 @@ class CVAE(VAEFamily):
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
         self.register_buffer("visible", visible_mask(cfg.condition, spec))
-        n_visible = int(self.visible.sum())
+        # The same parts as pixel indices, for the training step: a bool-mask index waits for the GPU
+        # (it counts the pixels first), an index_select does not. Derived from the mask, so not saved.
+        scored = ~self.visible if cfg.likelihood_on == "hidden" else torch.ones_like(self.visible)
+        for name, mask in (("visible_idx", self.visible), ("hidden_idx", ~self.visible), ("scored_idx", scored)):
+            self.register_buffer(name, mask.nonzero().squeeze(1), persistent=False)
+        n_visible = len(self.visible_idx)
         self.encoder = mlp(self.x_dim, cfg.hidden, 2 * cfg.z_dim, cfg.activation)
         # The decoder outputs every pixel; the hidden ones are the model of h.
         self.decoder = mlp(cfg.z_dim + n_visible, cfg.hidden[::-1], self.x_dim * self.head.outputs_per_dim,
@@ -95,7 +100,7 @@ class CVAE(VAEFamily):
 
     def condition(self, x: Tensor) -> Tensor:
         """The decoder's view of flat images x: their visible pixels (zeros when not conditional)."""
-        c = x[:, self.visible]
+        c = x.index_select(1, self.visible_idx)
         return c if self.cfg.conditional else torch.zeros_like(c)
 
     def decode_logits(self, z: Tensor, c: Tensor) -> Tensor:
@@ -103,25 +108,23 @@ class CVAE(VAEFamily):
         return self.decoder(torch.cat([z, c.expand(*z.shape[:-1], c.shape[-1])], -1))
 
     def log_p(self, out: Tensor, x: Tensor, pixels: Tensor) -> Tensor:
-        """log p(x's `pixels` | z, c) from the decoder's output, summed over those pixels."""
-        if self.head.outputs_per_dim == 2:
-            mu, logvar = out.chunk(2, dim=-1)
-            return normal_log_prob(x[:, pixels].expand_as(mu[..., pixels]), mu[..., pixels], logvar[..., pixels])
-        return self.head.log_prob(out[..., pixels], x[:, pixels])
+        """log p(x's `pixels` (indices) | z, c) from the decoder's output, summed over those pixels: each of
+        the head's outputs per pixel (logits; or mean and log-variance) cut to them."""
+        parts = out.chunk(self.head.outputs_per_dim, dim=-1)
+        return self.head.log_prob(torch.cat([p.index_select(-1, pixels) for p in parts], -1), x.index_select(-1, pixels))
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.flatten(1)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         out = self.decode_logits(reparameterize(mu, logvar), self.condition(x))
-        scored = ~self.visible if self.cfg.likelihood_on == "hidden" else torch.ones_like(self.visible)
-        return self.elbo_terms(batch, -self.log_p(out, x, scored), kl_standard_normal(mu, logvar))
+        return self.elbo_terms(batch, -self.log_p(out, x, self.scored_idx), kl_standard_normal(mu, logvar))
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Per image: the one-draw ELBO of the hidden part and its importance-weighted log-likelihood."""
         x = x.flatten(1)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
-        c, hidden = self.condition(x), ~self.visible
+        c, hidden = self.condition(x), self.hidden_idx
         elbo = self.log_p(self.decode_logits(reparameterize(mu, logvar), c), x, hidden) - kl_standard_normal(mu, logvar)
 
         def log_weights(n: int) -> Tensor:

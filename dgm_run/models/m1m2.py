@@ -116,10 +116,9 @@ class M1M2(ClassConditional, GenerativeModel):
         return (torch.rand_like(x) < x).float() if self.cfg.m1_binarize else x
 
     @torch.no_grad()
-    def features(self, x: Tensor, sample: bool = True) -> Tensor:
-        """z1 ~ q(z1|x) from the frozen M1 (its mean when sample is False), pruned units 0."""
-        mu, logvar = self.m1.encode(x.flatten(1))
-        return (reparameterize(mu, logvar) if sample else mu) * self.m2.keep
+    def features(self, x: Tensor) -> Tensor:
+        """The mean of q(z1|x) from the frozen M1, pruned units 0: what M2 classifies and encodes at test time."""
+        return self.m1.encode(x.flatten(1))[0] * self.m2.keep
 
     @torch.no_grad()
     def choose_units(self, mu: Tensor) -> None:
@@ -144,7 +143,7 @@ class M1M2(ClassConditional, GenerativeModel):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        return self.m2.classify(self.m1.encode(x.flatten(1))[0] * self.m2.keep)
+        return self.m2.classify(self.features(x))
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -155,7 +154,7 @@ class M1M2(ClassConditional, GenerativeModel):
     @torch.no_grad()
     def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:
         if not self.m2_steps:  # a host read, in the evaluation: the training step never waits for it
-            start = min((e.from_epoch for e in self.cfg.schedule if e.phase == "m2"), default=0)
+            start = self.m2.warmup_from
             log.warning("m1m2: M2 has not trained yet (its phase starts at epoch %d): eval/error and eval/accuracy "
                         "are an untrained classifier's, about chance; to train M2 a run needs trainer.max_epochs "
                         "above %d and a trainer.max_steps that gets there", start, start)
@@ -177,4 +176,4 @@ class M1M2(ClassConditional, GenerativeModel):
     @torch.no_grad()
     def latent(self, x: Tensor) -> Tensor:
         """z2 of each digit at the predicted label, from M1's mean features."""
-        return self.m2.latent(self.features(x, sample=False))
+        return self.m2.latent(self.features(x))
