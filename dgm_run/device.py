@@ -24,6 +24,12 @@ def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
     return torch.device(kind, index)
 
 
+def use_device(device: torch.device) -> None:
+    """Make a run's GPU the current one: CUDA graphs capture and side streams start on the current device."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+
+
 def forked_rng(device: torch.device) -> ContextManager:
     """The CPU's RNG and, on a GPU, that GPU's, restored on exit: draws inside leave the run's streams as they were."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
@@ -41,12 +47,14 @@ def gpu_for_job(job_num: int) -> int:
     return job_num % max(torch.cuda.device_count(), 1)
 
 
-def configure_precision(precision: str, device: torch.device) -> ContextManager:
-    """Set matmul precision; return the autocast context for forward passes."""
+def configure_precision(precision: str, device: torch.device, cuda_graph: bool = False) -> ContextManager:
+    """Set matmul precision; return the autocast context for forward passes. With `cuda_graph`, autocast
+    keeps no cache of cast weights: a cache filled during a capture would hand later replays tensors that
+    the graph's memory pool has reused (torch asks the same of autocast around make_graphed_callables)."""
     if precision == "auto":
         precision = "tf32" if device.type == "cuda" else "fp32"
     torch.backends.cuda.matmul.allow_tf32 = precision in ("tf32", "bf16")
     torch.backends.cudnn.allow_tf32 = precision in ("tf32", "bf16")
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not cuda_graph)
     return contextlib.nullcontext()

@@ -113,5 +113,27 @@ class PhaseOptimizers:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for p, opt in self.optimizers.items():
+            live = [dict(group) for group in opt.param_groups]
             opt.load_state_dict(state["optimizers"][p])
+            for group, before in zip(opt.param_groups, live):
+                keep_settings(group, before)
             self.schedulers[p].load_state_dict(state["schedulers"][p])
+
+
+def keep_settings(group: dict[str, Any], before: dict[str, Any]) -> None:
+    """A param group just loaded from a checkpoint, given its settings `before` the load: each setting
+    that was a tensor (a capturable optimizer's lr and the scheduler's initial_lr) takes the loaded value
+    into that same tensor, and one that was a number stays a number.
+
+    torch's load replaces the group's dict with the saved one, whose tensors were mapped to the CPU.
+    The decay writes into the live lr tensor in place and a captured step reads that very tensor, so a
+    replaced one would leave the decay unseen by the graph (a CPU lr is baked in at capture)."""
+    for key in ("lr", "initial_lr"):
+        if key not in group or key not in before:
+            continue
+        value = float(group[key])
+        if isinstance(before[key], torch.Tensor):
+            before[key].fill_(value)
+            group[key] = before[key]
+        else:
+            group[key] = value

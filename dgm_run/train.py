@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from dgm_run import checkpoint
 from dgm_run.config import complete, flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
-from dgm_run.device import resolve_device
+from dgm_run.device import resolve_device, use_device
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
 from dgm_run.models.base import GenerativeModel
@@ -91,6 +91,7 @@ def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
         rc.model.iw_samples = rc.trainer.eval_iw_samples  # read by the model at evaluation only
     torch.manual_seed(rc.seed)
     device = resolve_device(rc.device.type, rc.device.index)
+    use_device(device)
     if splits is None:
         splits = target_class(cfg.data, "data")(rc.data).load()
     data = DeviceData(splits, rc.data, rc.trainer.batch_size, device)

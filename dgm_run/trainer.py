@@ -40,10 +40,10 @@ class Trainer:
         self.cfg, self.tcfg = cfg, cfg.trainer
         self.model, self.data, self.logger = model, data, logger
         self.device = data.x_train.device
-        self.autocast = configure_precision(self.tcfg.precision, self.device)
         self.checkpoint_path = run_dir / "checkpoints" / "last.pt"
         schedule = cfg.model.schedule
         self.cuda_graph = use_cuda_graph(self.tcfg.cuda_graph, self.tcfg.compile, self.device)
+        self.autocast = configure_precision(self.tcfg.precision, self.device, self.cuda_graph)
         self.phase_optimizers = PhaseOptimizers(model, schedule, cfg.optimizer, capturable=self.cuda_graph)
         self.optimizers, self.schedulers = self.phase_optimizers.optimizers, self.phase_optimizers.schedulers
         self.progress = Progress(self.device)
@@ -64,6 +64,7 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self._signal: Optional[int] = None
         self._clock = (time.perf_counter(), 0)
+        self._checkpointed_at = time.monotonic()
         # Wall time of the training steps in this process (evaluation and epoch-end work excluded), and of
         # its evaluations.
         self.train_seconds = self.eval_seconds = 0.0
@@ -101,6 +102,12 @@ class Trainer:
         """The whole state to `path` (default: last.pt)."""
         self._check_finite()  # never overwrite the last good checkpoint with a diverged model
         checkpoint.save(self.state_dict(), path or self.checkpoint_path)
+        self._checkpointed_at = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        """trainer.checkpoint_every_minutes have passed since the last checkpoint (or the start)."""
+        minutes = self.tcfg.checkpoint_every_minutes
+        return minutes is not None and time.monotonic() - self._checkpointed_at >= 60 * minutes
 
     # ------------------------------------------------------------- training
     def fit(self) -> dict[str, float]:
@@ -138,7 +145,8 @@ class Trainer:
             if self._signal is not None:
                 self.save_checkpoint()
                 raise Interrupted(self._signal, self.step)
-            if self.step % self.tcfg.checkpoint_every_steps == 0:
+            if self._checkpoint_due() or (self.tcfg.checkpoint_every_steps is not None
+                                          and self.step % self.tcfg.checkpoint_every_steps == 0):
                 self.save_checkpoint()
             self.train_seconds += time.perf_counter() - started
             if self.tcfg.max_minutes is not None and self.train_seconds >= 60 * self.tcfg.max_minutes:
@@ -148,11 +156,13 @@ class Trainer:
             self.epoch += 1
             self.plan = None
             self.phase_optimizers.end_epoch()
-            if self.epoch % self.tcfg.eval_every_epochs == 0 or self.step >= self.total_steps:
+            evaluated = self.epoch % self.tcfg.eval_every_epochs == 0 or self.step >= self.total_steps
+            if evaluated:
                 self.evaluate()
             if self.on_epoch_end is not None and self.on_epoch_end(self):
                 self.total_steps = self.step
-            self.save_checkpoint()
+            if evaluated or self._checkpoint_due():
+                self.save_checkpoint()
 
     def train_step(self, batch: Batch) -> None:
         """One pass of the active schedule over a batch: each phase steps only its own optimizer."""

@@ -27,9 +27,12 @@ class TrainerConfig:
     batch_size: int = 100
     eval_every_epochs: int = 5
     eval_batch_size: int = 500
-    # Checkpoints are written every this many batches, at the end of every epoch, on
-    # SIGTERM/SIGINT and at the end of training.
-    checkpoint_every_steps: int = 500
+    # Checkpoints are written after an epoch's evaluation, on SIGTERM/SIGINT, at the end of training, and
+    # between those at the first batch or epoch end this long after the last one (null: never between) and
+    # every checkpoint_every_steps batches when set. A time interval, not every epoch: an epoch of a captured
+    # step on a GPU can take less time than writing and syncing the checkpoint to disk.
+    checkpoint_every_minutes: Optional[float] = 1.0
+    checkpoint_every_steps: Optional[int] = None
     log_every_steps: int = 50
     # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass: on a CPU with
     # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but ADGM's test error was
@@ -68,7 +71,9 @@ class TrainerConfig:
               f"must name a held-out metric, eval/... or valid/... (got {self.best_metric})")
         check(self.early_stop_patience is None or self.best_metric is not None, "early_stop_patience",
               "needs trainer.best_metric, the metric whose improvement it waits for")
-        check(self.max_minutes is None or self.max_minutes > 0, "max_minutes", f"must be > 0 (got {self.max_minutes})")
+        for key in ("max_minutes", "checkpoint_every_minutes"):
+            value = getattr(self, key)
+            check(value is None or value > 0, key, f"must be > 0 (got {value})")
         # YAML's true/false reach a str field as "True"/"False".
         self.compile, self.cuda_graph = self.compile.lower(), self.cuda_graph.lower()
         if self.compile == "true":

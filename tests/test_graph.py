@@ -64,7 +64,13 @@ def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path)
     state = checkpoint.load(tmp_path / "ckpt.pt")
 
     restored = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
+    live = {p: (o.param_groups[0]["lr"], o.param_groups[0]["initial_lr"]) for p, o in restored.optimizers.items()}
     restored.load_state_dict(state)
+    for phase, (lr_tensor, initial) in live.items():
+        group = restored.optimizers[phase].param_groups[0]
+        # Loaded into the tensors the decay and a captured step share, not replaced by the checkpoint's.
+        assert group["lr"] is lr_tensor and group["initial_lr"] is initial, phase
+        assert lr_tensor.device == group["params"][0].device
     for phase, optimizer in optimizers.optimizers.items():
         again = restored.optimizers[phase]
         assert float(again.param_groups[0]["lr"]) == float(optimizer.param_groups[0]["lr"])
@@ -75,6 +81,18 @@ def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path)
     # The schedulers carry on from where they were: one more epoch halves the rate again.
     restored.end_epoch()
     assert restored.learning_rates()["primal"] == pytest.approx(2.5e-4)
+    assert float(live["primal"][0]) == pytest.approx(2.5e-4)  # what a captured step reads
+
+
+def test_a_plain_optimizer_keeps_numbers_after_loading_a_capturable_ones_checkpoint(tmp_path):
+    """A run captured on a GPU and resumed eagerly (say, on a CPU) gets plain-number rates back."""
+    trainer = build_trainer(two_player_cfg(), tmp_path)
+    schedule, ocfg = trainer.cfg.model.schedule, trainer.cfg.optimizer
+    capturable = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
+    plain = PhaseOptimizers(trainer.model, schedule, ocfg)
+    plain.load_state_dict(capturable.state_dict())
+    group = plain.optimizers["primal"].param_groups[0]
+    assert type(group["lr"]) is float and group["lr"] == pytest.approx(1e-3)
 
 
 def test_cuda_graph_settings_are_checked(tmp_path):
@@ -154,3 +172,89 @@ def test_captured_run_resumes_mid_epoch(cli, tmp_path):
     assert code == 0, err
     metrics = checkpoint.load(run_dir / "checkpoints" / "last.pt")["metrics"]
     assert metrics["step"] == 25 and torch.isfinite(torch.tensor(metrics["eval/elbo"]))
+
+
+@cuda
+def test_a_model_that_draws_random_numbers_replays_as_its_eager_steps(tmp_path):
+    """The VAE draws its noise inside the step: replays take fresh draws from the same generator, so eight
+    captured steps (warm-up, capture, replays) from one seed end where eight eager steps do."""
+    cfgs = {graph: compose_cfg(*TINY[:-1], "device=cuda", "logger=none", "trainer.precision=fp32",
+                               f"trainer.cuda_graph={str(graph).lower()}") for graph in (False, True)}
+    trainers = {graph: build_trainer(cfg, tmp_path / str(graph)) for graph, cfg in cfgs.items()}
+    for trainer in trainers.values():
+        torch.manual_seed(5)
+        drive(trainer, 8)
+    assert trainers[True].step_functions.for_epoch(0).graph is not None
+    eager, graphed = (trainers[g].model.state_dict() for g in (False, True))
+    for name in eager:
+        torch.testing.assert_close(graphed[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)
+    # The noise did change: another seed ends elsewhere.
+    other = build_trainer(cfgs[True], tmp_path / "other")
+    torch.manual_seed(6)
+    drive(other, 8)
+    assert not torch.allclose(other.model.state_dict()[name], graphed[name])
+
+
+@cuda
+def test_a_captured_run_resumed_before_a_decay_boundary_decays_as_an_uninterrupted_one(tmp_path):
+    """Halving the rate every epoch: a run stopped after epoch 1 and resumed in a new trainer (a new capture
+    after the checkpoint's load) ends with the parameters of a run that was never stopped. Before the fix,
+    the resumed graph kept the rate it was captured with and missed the decay at the end of epoch 2."""
+    def cfg(epochs: int):
+        return two_player_cfg("device=cuda", "trainer.cuda_graph=true", "trainer.max_steps=null",
+                              f"trainer.max_epochs={epochs}", "trainer.batch_size=1000", "optimizer.lr_decay=0.5",
+                              "optimizer.lr_decay_every_epochs=1", "trainer.eval_every_epochs=10")
+    torch.manual_seed(0)
+    whole = build_trainer(cfg(3), tmp_path / "whole")
+    whole.fit()
+    torch.manual_seed(0)
+    first = build_trainer(cfg(1), tmp_path / "part")
+    first.fit()
+    from dgm_run.train import build
+
+    resumed = build(cfg(3), tmp_path / "part", state=checkpoint.load(tmp_path / "part" / "checkpoints" / "last.pt"))
+    resumed.fit()
+    for phase, optimizer in resumed.optimizers.items():
+        lr = optimizer.param_groups[0]["lr"]
+        assert lr.device.type == "cuda" and float(lr) == pytest.approx(1e-3 / 8), phase
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=name)
+
+
+@cuda
+def test_m1m2_captures_its_m2_step_at_the_schedule_switch_and_keeps_training(tmp_path):
+    cfg = compose_cfg(*TINY[:-1], "device=cuda", "trainer.cuda_graph=true", "logger=none", "model=m1m2",
+                      "data.n_labels=100", "data.labelled_batch_size=10", "model.m1_hidden=[32]", "model.m1_z_dim=8",
+                      "model.hidden=[32]", "model.z_dim=4", "model.m1_epochs=1", "trainer.max_epochs=5",
+                      "trainer.max_steps=null", "trainer.batch_size=500", "trainer.eval_iw_samples=1")
+    trainer = build_trainer(cfg, tmp_path)
+    m2_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not n.startswith("m1.")}
+    metrics = trainer.fit()
+    steps = list(trainer.step_functions._functions.values())
+    assert len(steps) == 2 and all(step.graph is not None for step in steps)
+    assert any(not torch.equal(p.detach(), m2_before[n]) for n, p in trainer.model.named_parameters() if n in m2_before)
+    assert 0 <= metrics["eval/error"] < 0.9
+
+
+@cuda
+@pytest.mark.parametrize("setting", ["trainer.precision=bf16", "trainer.compile=default"])
+def test_bf16_and_compile_compose_with_the_graph(tmp_path, setting):
+    """Each trains captured to a finite ELBO close to that of the plain captured fp32 step."""
+    results = {}
+    for name, extra in (("plain", []), ("with", [setting])):
+        torch.manual_seed(0)
+        trainer = build_trainer(compose_cfg(*TINY[:-1], "device=cuda", "trainer.cuda_graph=true", "logger=none",
+                                            "trainer.max_steps=60", "trainer.eval_iw_samples=1", *extra),
+                                tmp_path / name)
+        results[name] = trainer.fit()["eval/elbo"]
+        assert trainer.step_functions.for_epoch(0).graph is not None
+    assert torch.isfinite(torch.tensor(results["with"])) and abs(results["with"] - results["plain"]) < 10
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs: device.index=1 must be another GPU")
+def test_a_run_on_the_second_gpu_captures_there(tmp_path):
+    trainer = build_trainer(compose_cfg(*TINY[:-1], "device=cuda", "device.index=1", "logger=none",
+                                        "trainer.max_steps=6"), tmp_path)
+    assert torch.cuda.current_device() == 1
+    trainer.fit()
+    assert all(p.device == torch.device("cuda", 1) for p in trainer.model.parameters())

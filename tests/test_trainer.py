@@ -165,3 +165,36 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, model, graph):
             trainer.train_step(trainer.data.batch(plan, i))
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def checkpoint_steps(monkeypatch, cfg, run_dir) -> tuple[list[int], int]:
+    """Train `cfg` to its end; the step of every checkpoint written (the real writes), and steps per epoch."""
+    steps = []
+    save = checkpoint.save
+
+    def spy(state, path):
+        steps.append(state["step"])
+        save(state, path)
+
+    monkeypatch.setattr(checkpoint, "save", spy)
+    trainer = build_trainer(cfg, run_dir)
+    trainer.fit()
+    return steps, trainer.steps_per_epoch
+
+
+@pytest.mark.parametrize("minutes", [None, 1.0])
+def test_epochs_without_an_evaluation_write_no_checkpoint_within_the_interval(monkeypatch, tmp_path, minutes):
+    """An epoch's end writes a checkpoint only after its evaluation or once checkpoint_every_minutes
+    have passed, so that a short epoch does not pay for a write; the end of training writes one."""
+    cfg = two_player_cfg("trainer.max_steps=null", "trainer.max_epochs=4", "trainer.batch_size=2000",
+                         "trainer.eval_every_epochs=2", f"trainer.checkpoint_every_minutes={minutes or 'null'}")
+    steps, per_epoch = checkpoint_steps(monkeypatch, cfg, tmp_path)
+    assert per_epoch > 1 and steps == [2 * per_epoch, 4 * per_epoch, 4 * per_epoch]
+
+
+def test_a_checkpoint_is_written_once_its_interval_has_passed(monkeypatch, tmp_path):
+    cfg = two_player_cfg("trainer.max_steps=null", "trainer.max_epochs=2", "trainer.batch_size=2000",
+                         "trainer.eval_every_epochs=2", "trainer.checkpoint_every_minutes=1e-9")
+    steps, per_epoch = checkpoint_steps(monkeypatch, cfg, tmp_path)
+    # Every batch is past the interval: one write per step, one more at each epoch end that has no evaluation.
+    assert steps[:per_epoch + 1] == [*range(1, per_epoch + 1), per_epoch]
