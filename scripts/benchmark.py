@@ -4,6 +4,7 @@ device's measured matrix-multiply rate; for M2, ADGM and SDGM also a straightfor
     python scripts/benchmark.py                         # all models, paper-sized networks and batches
     python scripts/benchmark.py --models adgm --windows 9 --json bench.json
     python scripts/benchmark.py --tiny --json out.json  # seconds: what CI runs
+    python scripts/benchmark.py --models adgm -- model.samples=1   # dgm-run overrides after the experiment's
 
 Each model's trainer is built as `dgm-run` builds it (`dgm_run.train.build` on the composed
 experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of MNIST's shape
@@ -89,7 +90,7 @@ def overrides(name: str, args: argparse.Namespace) -> list[str]:
     """The dgm-run overrides of this model's benchmark run."""
     return ([f"experiment={name}_mnist", "logger=none", "trainer.progress_bar=false", f"device={args.device}",
              f"trainer.precision={args.precision}", f"trainer.compile={args.compile}"]
-            + (TINY[name] + TINY_BATCH if args.tiny else []))
+            + (TINY[name] + TINY_BATCH if args.tiny else []) + args.overrides)
 
 
 def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Callable[[Batch], None]:
@@ -355,6 +356,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="test digits through the evaluation (default 1000; tiny 40)")
     parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dgm-run overrides for every model, after the experiment's (e.g. model.samples=1)")
     args = parser.parse_args(argv)
     for key, full, tiny in (("windows", 7, 2), ("steps_per_window", 4, 2), ("warmup", 3, 1), ("eval_digits", 1000, 40)):
         if getattr(args, key) is None:

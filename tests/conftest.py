@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from dgm_run.composition import compose
@@ -53,3 +54,13 @@ def cli(monkeypatch, capsys):
         return code, out, err
 
     return invoke
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where PyTorch sees a CUDA GPU (`pytest -m cuda` runs just them there)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (CUDA graphs, GPU host syncs and devices exist only there)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)

@@ -15,7 +15,7 @@ from dgm_run.train import run
 from tests.conftest import TINY, compose_cfg
 from tests.test_trainer import build_trainer, two_player_cfg
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: CUDA graphs exist only there")
+cuda = pytest.mark.cuda  # skipped without a GPU (conftest.py); pytest -m cuda runs only these
 ADGM = ["model=adgm", "data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]",
         "data.labelled_batch_size=20"]
 
@@ -251,6 +251,7 @@ def test_bf16_and_compile_compose_with_the_graph(tmp_path, setting):
     assert torch.isfinite(torch.tensor(results["with"])) and abs(results["with"] - results["plain"]) < 10
 
 
+@cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs: device.index=1 must be another GPU")
 def test_a_run_on_the_second_gpu_captures_there(tmp_path):
     trainer = build_trainer(compose_cfg(*TINY[:-1], "device=cuda", "device.index=1", "logger=none",

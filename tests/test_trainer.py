@@ -141,7 +141,7 @@ def test_gradient_clipping_applies_per_phase_to_the_gradients_each_optimizer_ste
     assert any(bool((g.abs() == 0.01).any()) for grads in seen["primal"] for g in grads)  # the bound bites
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: host syncs exist only there")
+@pytest.mark.cuda
 @pytest.mark.parametrize("model", ["vae", "adgm", "avb", "adgm_authors"])
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "cuda_graph"])
 def test_training_steps_never_wait_for_the_gpu(tmp_path, model, graph):
