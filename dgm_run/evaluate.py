@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 from torch import Tensor
@@ -25,6 +25,9 @@ from dgm_run.metrics import CLASS_TAG
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 
+if TYPE_CHECKING:
+    from dgm_run.sample_quality import SampleQuality
+
 log = logging.getLogger(__name__)
 
 
@@ -36,10 +39,12 @@ def error_and_accuracy(probs: Tensor, y: Tensor) -> dict[str, Tensor]:
 
 class Evaluator:
     def __init__(self, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, cfg: LoggerConfig,
-                 seed: int, batch_size: int, autocast: Any, progress_bar: bool = False) -> None:
+                 seed: int, batch_size: int, autocast: Any, progress_bar: bool = False, fid_samples: int = 0) -> None:
         self.model, self.data, self.logger, self.cfg = model, data, logger, cfg
         self.seed, self.batch_size, self.autocast = seed, batch_size, autocast
         self.progress_bar = progress_bar
+        self.fid_samples = fid_samples
+        self.quality: Optional["SampleQuality"] = None  # made at the first evaluation that measures samples
         self.device = data.x_train.device
         self.animations = Animations(logger)  # each figure's frames; joined by animations.assemble() at the end
 
@@ -59,6 +64,8 @@ class Evaluator:
             metrics = {f"eval/{name}": float(value) for name, value in model.evaluate_all(data.x_test, data.y_test).items()}
             for prefix, (x, y) in sets.items():
                 metrics.update(self.average_metrics(prefix, x, y, bar))
+            bar.set_description("evaluate: sample quality")
+            metrics.update(self.sample_quality())
             bar.set_description("evaluate: image grids and figures")
             self._log_images(step)
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
@@ -73,6 +80,22 @@ class Evaluator:
         self.logger.scalars(metrics, step)
         self.logger.flush()
         return metrics
+
+    def sample_quality(self) -> dict[str, float]:
+        """FID, precision and recall of trainer.eval_fid_samples samples against as many test digits, for a
+        model that samples MNIST-shaped images; {} for the others."""
+        # Imported here: torchmetrics takes a moment to import, which runs without digits save.
+        from dgm_run.sample_quality import DIGIT_SHAPE, SampleQuality
+
+        reference = self.data.x_test_grey[:self.fid_samples]
+        if len(reference) < 2 or self.data.shape != DIGIT_SHAPE:
+            return {}
+        samples = self.model.sample(len(reference))
+        if samples is None:
+            return {}
+        if self.quality is None:
+            self.quality = SampleQuality(reference)
+        return {f"eval/{name}": value for name, value in self.quality(samples).items()}
 
     def batch_metrics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         """Per-example metrics of a held-out batch: the error and accuracy of the model's prediction, then the

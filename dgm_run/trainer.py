@@ -51,7 +51,7 @@ class Trainer:
         self.step_functions = TrainStep(model, self.optimizers, schedule, cfg.model.simultaneous, self.meter,
                                         self.autocast, self.tcfg.compile, self.cuda_graph)
         self.evaluator = Evaluator(model, data, logger, cfg.logger, cfg.seed, self.tcfg.eval_batch_size, self.autocast,
-                                   progress_bar=self.tcfg.progress_bar)
+                                   progress_bar=self.tcfg.progress_bar, fid_samples=self.tcfg.eval_fid_samples)
         self.best = BestCheckpoint(self.tcfg, self.checkpoint_path.with_name("best.pt"), data.eval_sets())
         self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = self.tcfg.max_epochs * self.steps_per_epoch

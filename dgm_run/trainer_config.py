@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from dgm_run.checks import check, check_choice, check_positive
+from dgm_run.data.base import MAX_REFERENCE
 
 # trainer.compile: off, or a mode of torch.compile.
 COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
@@ -51,6 +52,9 @@ class TrainerConfig:
     # (null: the model's); a trainer key, so that a quick run evaluates quickly and resume= or evaluate=
     # may change it. Models without an importance-sampled log-likelihood have nothing to override.
     eval_iw_samples: Optional[int] = None
+    # Samples whose FID, precision and recall against as many test digits (grey levels) each evaluation
+    # reports, for models that sample MNIST-shaped images (eval/fid, eval/precision, eval/recall; 0: off).
+    eval_fid_samples: int = 2000
     # A final metric (eval/... or valid/...) whose best value at an evaluation keeps checkpoints/best.pt;
     # best_mode: min or max, or auto (min for names with "error" or "loss", max for the others).
     best_metric: Optional[str] = None
@@ -65,6 +69,8 @@ class TrainerConfig:
         check_positive(self, "max_epochs", "max_steps", "batch_size",
                        "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
                        "log_every_steps", "eval_iw_samples", "early_stop_patience", "threads")
+        check(0 <= self.eval_fid_samples <= MAX_REFERENCE, "eval_fid_samples",
+              f"must be between 0 (off) and {MAX_REFERENCE} (got {self.eval_fid_samples})")
         check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
         check_choice(self, "best_mode", ("auto", "min", "max"))
         check(self.best_metric is None or self.best_metric.startswith(("eval/", "valid/")), "best_metric",

@@ -82,6 +82,10 @@ class DataSource:
         raise NotImplementedError
 
 
+# Test images kept as grey levels beside the evaluated ones (sample quality's reference digits).
+MAX_REFERENCE = 10_000
+
+
 @dataclass
 class EpochPlan:
     """The random order of one epoch; kept in checkpoints so a run resumes mid-epoch exactly."""
@@ -139,6 +143,8 @@ class DeviceData:
         def held_out(x: Tensor, seed: int) -> Tensor:
             return self._to_float(x, torch.Generator().manual_seed(seed), once).to(device)
         self.x_test = held_out(splits.x_test, cfg.split_seed)
+        # The test images' grey levels, whatever their binarization: what samples' quality is measured against.
+        self.x_test_grey = self._to_float(splits.x_test[:MAX_REFERENCE], binarize=False).to(device)
         if self.x_valid is not None:
             self.x_valid = held_out(self.x_valid, cfg.split_seed + 1)
             self.y_valid = self.y_valid.to(device)
