@@ -11,9 +11,11 @@ from typing import NoReturn, Optional, Union
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from hydra_plugins.dgm_run_search import OptunaSearch
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dgm_run.composition import SCHEMA_GROUP, option_nodes, register_schemas
@@ -21,6 +23,7 @@ from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
 from dgm_run.run_dir import take_back
+from dgm_run.search import trial_reporter
 from dgm_run.train import evaluate_run, evaluation_paths, run
 
 log = logging.getLogger(__name__)
@@ -45,9 +48,12 @@ OmegaConf.register_new_resolver(
     replace=True)
 # Every composition, the app's and _allowed_keys', extends the schemas of dgm_run.config.
 register_schemas()
+# dgm-run's own sweeper (hydra/sweeper=dgm_optuna), registered by hand as well: Hydra's scan of the
+# hydra_plugins package does not see the modules of an editable install.
+Plugins.instance().register(OptunaSearch)
 
 # Hydra plugins that come with an optional extra of the package.
-PLUGIN_EXTRAS = {"hydra/sweeper/optuna": "optuna", "hydra/launcher/joblib": "joblib",
+PLUGIN_EXTRAS = {"hydra/launcher/joblib": "joblib",
                  "hydra/launcher/submitit_slurm": "slurm", "hydra/launcher/submitit_local": "slurm"}
 
 # Jobs of this process's sweep that ended in a user error, reported again when the sweep ends.
@@ -72,7 +78,8 @@ def app(cfg: DictConfig) -> dict[str, float]:
             notice = None if cfg.get("resume") is not None else experiment_notice(hydra_cfg.runtime.choices)
             if notice:
                 log.warning(notice)
-            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+            reporter = trial_reporter(cfg.get("objective"), hydra_cfg.sweeper)
+            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides, on_epoch_end=reporter)
         return objective(metrics, cfg.get("objective"))
     except UserError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -161,9 +168,10 @@ def main() -> None:
         app()
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
         fail(describe(err))
-    except UserError as err:  # a sweep ran all its jobs, and some failed
-        failed = failed_jobs or [str(err)]
-        fail(f"{len(failed)} job(s) of the sweep failed; every job ran: {'; '.join(failed)}")
+    except UserError as err:  # a sweep ran all its jobs, and some failed; or a sweeper's own setting is wrong
+        if not failed_jobs:
+            fail(str(err))
+        fail(f"{len(failed_jobs)} job(s) of the sweep failed; every job ran: {'; '.join(failed_jobs)}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -113,8 +113,10 @@ def redone_from(state: Optional[dict[str, Any]]) -> Optional[int]:
     return state["step"] + (state.get("evaluated_step") == state["step"])
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics."""
+def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
+        on_epoch_end: Optional[Callable[[Trainer], bool]] = None) -> dict[str, float]:
+    """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics.
+    `on_epoch_end`: the trainer's hook of that name (a search's pruning)."""
     resume = cfg.get("resume")
     if resume is not None:
         run_dir = Path(resume)
@@ -129,6 +131,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     # Read the checkpoint before anything is written, so a corrupt one changes nothing on disk.
     state = checkpoint.load(run_dir / CHECKPOINT) if resume is not None else None
     trainer = build(cfg, run_dir, state=state, purge_step=redone_from(state))
+    trainer.on_epoch_end = on_epoch_end
     if resume is None:
         run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; a script or a test calling run() may not
         full = complete(cfg)

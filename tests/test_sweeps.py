@@ -19,7 +19,8 @@ from tests.conftest import REPO
 DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
 # A job of a second or two on a CPU.
 TINY_JOB = ["trainer.max_epochs=1", "trainer.max_steps=6", "trainer.log_every_steps=3", "model.hidden=[16]",
-            "model.iw_samples=2", "logger.images=4", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"]
+            "model.iw_samples=2", "logger.images=4", "logger.embedding=0", "trainer.progress_bar=false",
+            "trainer.eval_fid_samples=200", "device=cpu"]
 
 
 def sweep(sweep_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -98,7 +99,8 @@ def test_unknown_objective_is_one_clear_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "dgm-run: error: objective=eval/accuracy is not a final metric of this run (see metrics.json); "
-        "choose one of: eval/elbo, eval/log_likelihood, time/eval_s, epoch, step, steps_per_epoch"]
+        "choose one of: eval/elbo, eval/log_likelihood, eval/fid, eval/precision, eval/recall, time/eval_s, epoch, "
+        "step, steps_per_epoch"]
     assert (tmp_path / "metrics.json").is_file()  # the finished run is kept
 
 
@@ -113,16 +115,14 @@ def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
     assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-                    reason='Optuna sweeper not installed (pip install "dgm-run[optuna]")')
 def test_optuna_search_of_four_trials_minimises_the_validation_error(tmp_path):
     done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
                  "data.n_validation=500", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2",
-                 "hydra.sweeper.n_trials=4")
+                 "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null")
     assert done.returncode == 0, done.stderr
     results = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
-    errors = [json.loads(p.read_text())["valid/error"] for p in (tmp_path / "search").glob("*/metrics.json")]
-    assert len(errors) == 4
+    errors = [json.loads(p.read_text())["valid/error"] for p in (tmp_path / "search").glob("trial_*/metrics.json")]
+    assert len(errors) == 4 and results["trials"] == {"COMPLETE": 4}
     assert results["best_value"] == pytest.approx(min(errors))  # the app returned valid/error to the sweeper
     # model.hidden, fixed on the command line (TINY_JOB), leaves the search space.
     assert set(results["best_params"]) == {"optimizer.lr", "model.alpha"}
