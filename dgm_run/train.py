@@ -17,6 +17,7 @@ from dgm_run.data.base import DeviceData, Splits
 from dgm_run.device import resolve_device, use_device
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
+from dgm_run.report import provenance
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 from dgm_run.trainer import Trainer
@@ -137,7 +138,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
         full = complete(cfg)
         OmegaConf.save(full, run_dir / CONFIG_FILE)
         # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
-        trainer.logger.session_start(flatten(full))
+        trainer.logger.session_start({**flatten(full), **{f"provenance.{key}": value for key, value
+                                                          in provenance(trainer.device).items() if value is not None}})
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data
@@ -154,7 +156,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
     finally:
         trainer.logger.session_end(status)
         trainer.logger.close()
-    checkpoint.write_json(run_dir / METRICS_FILE, metrics)
+    checkpoint.write_json(run_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
     log_final(metrics)
     log.info("wall time: training %.1f s, evaluation %.1f s", trainer.train_seconds, trainer.eval_seconds)
     hint = evaluation_hint(trainer.train_seconds, trainer.eval_seconds)
@@ -198,7 +200,7 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
         trainer.evaluator.animations.assemble()  # out_dir's: one frame per checkpoint evaluated there
     finally:
         trainer.logger.close()
-    checkpoint.write_json(out_dir / METRICS_FILE, metrics)
+    checkpoint.write_json(out_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
     log_final(metrics)
     return metrics
 

@@ -186,3 +186,18 @@ def test_real_mnist_loads_through_torchvision_reader(mnist_root):
     assert splits.x_train.shape == (60000, 1, 28, 28) and splits.x_test.shape == (10000, 1, 28, 28)
     assert splits.y_train.bincount().tolist()[:3] == [5923, 6742, 5958]  # the official class counts
     assert splits.y_test.bincount().tolist()[:3] == [980, 1135, 1032]
+
+
+def test_metrics_and_hparams_record_where_the_numbers_came_from(tmp_path):
+    run(compose_cfg(*TINY, "trainer.max_steps=3"), tmp_path)
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["provenance"]
+    assert recorded["torch"] == torch.__version__ and recorded["device"] == "cpu"
+    assert recorded["dgm_run"] and recorded["command"]
+    if (Path(__file__).resolve().parents[1] / ".git").exists():  # a checkout: its commit, 40 hex digits
+        assert len(recorded["commit"]) == 40 and isinstance(recorded["dirty"], bool)
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["provenance.torch"].string_value == torch.__version__
+    assert hparams["provenance.device"].string_value == "cpu"
