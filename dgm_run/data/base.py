@@ -17,6 +17,7 @@ from torch import Tensor
 from dgm_run.checks import check, check_choice, check_positive
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
+from dgm_run.metrics import UNLABELLED
 
 
 @dataclass
@@ -42,6 +43,10 @@ class DataConfig:
     # Training examples held out (drawn with split_seed) as a validation set, so that a
     # hyper-parameter search need not tune on the test set; metrics under valid/.
     n_validation: int = 0
+    # Semi-supervised data: up to this many training examples whose labels the model never sees (drawn with
+    # split_seed from those outside the labelled subset) on which the classifier is scored at every evaluation,
+    # eval/unlabelled_error; what the ADGM authors' log calls "valid". 0: none.
+    n_unlabelled_eval: int = 10000
     # The order of the batches (their unlabelled part on semi-supervised data). shuffle: a new random order
     # every epoch; fixed: one order drawn with split_seed, the same every epoch (the SDGM authors' code);
     # class_sorted: sorted by class, within a class in the data set's order, the same every epoch (the code
@@ -54,6 +59,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_positive(self, "n_labels", "labelled_batch_size", "test_binarizations")
         check(self.n_validation >= 0, "n_validation", f"must be >= 0 (got {self.n_validation})")
+        check(self.n_unlabelled_eval >= 0, "n_unlabelled_eval", f"must be >= 0 (got {self.n_unlabelled_eval})")
         check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
         check_choice(self, "test_binarize", ("once", "grey", "mean"))
         check_choice(self, "unlabelled_order", ("shuffle", "fixed", "class_sorted"))
@@ -94,7 +100,8 @@ class DataSource:
 
 def split_generator(cfg: DataConfig, stream: int) -> torch.Generator:
     """A CPU generator from the split seed, `stream` keeping the fixed draws apart: the binarization of the
-    test digits 0 and of the validation digits 1, the fixed unlabelled order 2, the fixed labelled order 3."""
+    test digits 0 and of the validation digits 1, the fixed unlabelled order 2, the fixed labelled order 3,
+    the unlabelled evaluation digits 4 and their binarization 5."""
     return torch.Generator().manual_seed(cfg.split_seed + stream)
 
 
@@ -167,6 +174,17 @@ class DeviceData:
         self.labelled = None
         if cfg.n_labels is not None:
             self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
+        # Training digits outside the labelled subset, scored like a held-out set (eval_sets); their
+        # indices in the training set, in its order.
+        self.unlabelled_eval_index = None
+        if self.labelled is not None and cfg.n_unlabelled_eval:
+            outside = torch.ones(n_train, dtype=torch.bool)
+            outside[self.labelled.cpu()] = False
+            candidates = outside.nonzero().flatten()
+            picked = torch.randperm(len(candidates), generator=split_generator(cfg, 4))[:cfg.n_unlabelled_eval]
+            self.unlabelled_eval_index = candidates[picked].sort().values.to(device)
+            self.x_unlabelled_eval = held_out(x_train[self.unlabelled_eval_index.cpu()], 5)
+            self.y_unlabelled_eval = self.y_train[self.unlabelled_eval_index]
         # The orders that stay the same every epoch, drawn once; None: drawn afresh by plan_epoch.
         self.fixed_order = None
         if cfg.unlabelled_order == "fixed":
@@ -234,8 +252,11 @@ class DeviceData:
         return batch
 
     def eval_sets(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """The held-out sets by metric prefix: eval/ for the test set, valid/ for the validation set."""
+        """The sets an evaluation scores, by name (dgm_run.metrics.set_metric names their metrics): eval for
+        the test set, valid for the validation set, unlabelled for the unlabelled evaluation digits."""
         sets = {"eval": (self.x_test, self.y_test)}
         if self.x_valid is not None:
             sets["valid"] = (self.x_valid, self.y_valid)
+        if self.unlabelled_eval_index is not None:
+            sets[UNLABELLED] = (self.x_unlabelled_eval, self.y_unlabelled_eval)
         return sets
