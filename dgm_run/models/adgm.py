@@ -70,7 +70,8 @@ class ADGM(SemiSupervisedModel):
         a_dim, z_dim, x_dim = cfg.a_dim, cfg.z_dim, self.x_dim
 
         def after_first(width: int, rest: list[int], out_dim: int) -> nn.Sequential:
-            """What follows a split first layer of `width` units: its activation, the hidden layers, the head."""
+            """What follows a split first layer of `width` units: its batch norm (with batch_norm) and activation,
+            the hidden layers, the head."""
             return nn.Sequential(*([RowBatchNorm(width)] if cfg.batch_norm else []), ACTIVATIONS[cfg.activation](),
                                  mlp(width, rest, out_dim, cfg.activation, cfg.batch_norm))
         self.q_a = mlp(x_dim, hidden, 2 * a_dim, cfg.activation, cfg.batch_norm)
@@ -151,7 +152,8 @@ class ADGM(SemiSupervisedModel):
 
     def encode_z(self, x: Tensor, y: Tensor) -> Tensor:
         a = self.q_a(x).chunk(2, dim=-1)[0]
-        return self.q_z(self.q_z_in(Labels(self.n_classes, given=y), example=self._q_z_inputs(a, x))).chunk(2, dim=-1)[0]
+        labels = Labels(self.n_classes, given=y)
+        return self.q_z(self.q_z_in(labels, example=self._q_z_inputs(a, x))).chunk(2, dim=-1)[0]
 
     def generate(self, z: Tensor, y: Tensor) -> Tensor:
         # SDGM's pixels see a: take the mean of p(a|y,z). ADGM's p(x|y,z) does not need it.

@@ -4,7 +4,8 @@ check of labels.py's exact sum (tests/test_semi_supervised.py).
 Every unlabelled x is tiled over the K labels, the labelled x keep their own labels, and all rows
 go through the networks at once; one-hot y is concatenated to every first layer that sees it, and
 q(a|x) runs on every row, so that what does not depend on y is recomputed for each label (the
-classifier q(y|.) does not see y and runs once per x). Built from a real model, its parameters are
+classifier q(y|.) does not see y and runs once per x; with batch normalisation q(a|x) runs once per x too,
+so that its batch statistics are the examples'). Built from a real model, its parameters are
 copies holding the same numbers, and it draws its standard normal noise in the model's order: with
 the same seed it gives the same loss terms as the model's exact sum.
 """
@@ -112,7 +113,12 @@ class StraightforwardSemiSupervised(nn.Module):
         q_a = None
         if self.auxiliary:  # q(a|x) on every row: K times per unlabelled example, one draw per example
             eps = torch.randn(n_l + b, m.cfg.a_dim, device=x.device, dtype=x.dtype)
-            q_a = gaussian(self.q_a(x), torch.cat([eps[:n_l], eps[n_l:].repeat_interleave(k, 0)]))
+            if m.cfg.batch_norm:  # its batch statistics are the examples': once per example, then tiled
+                rows = torch.cat([torch.arange(n_l), n_l + torch.arange(b).repeat_interleave(k)]).to(x.device)
+                params = self.q_a(x[first])[rows]
+            else:
+                params = self.q_a(x)
+            q_a = gaussian(params, torch.cat([eps[:n_l], eps[n_l:].repeat_interleave(k, 0)]))
             logits = self.q_y(torch.cat([q_a[0][first], x[first]], -1))
         else:
             logits = self.q_y(x[first])
@@ -123,10 +129,8 @@ class StraightforwardSemiSupervised(nn.Module):
 
 
 def reference_for(model: nn.Module) -> Optional[StraightforwardSemiSupervised]:
-    """The straightforward reference of a model that sums y out exactly (M2, ADGM, SDGM); None for others,
-    and for batch-normalised networks, whose statistics over the tiled rows would weigh the unlabelled
-    examples K times in q(a|x)."""
-    if isinstance(model, (M2, ADGM)) and model.cfg.marginalize == "exact" and not getattr(model.cfg, "batch_norm", False):
+    """The straightforward reference of a model that sums y out exactly (M2, ADGM, SDGM); None for others."""
+    if isinstance(model, (M2, ADGM)) and model.cfg.marginalize == "exact":
         return StraightforwardSemiSupervised(model)
     return None
 
