@@ -34,6 +34,7 @@ class PhaseOptimizerConfig:
     lr: Optional[float] = None
     betas: Optional[list[float]] = None
     weight_decay: Optional[float] = None
+    weight_prior: Optional[float] = None
     clip_norm: Optional[float] = None
     clip_value: Optional[float] = None
 
@@ -50,6 +51,10 @@ class OptimizerConfig:
     lr_decay: float = 1.0
     lr_decay_every_epochs: int = 1
     min_lr: float = 0.0
+    # A N(0, 1) prior on the weight matrices (not the biases), its -log density weighted by weight_prior in
+    # the loss: weight_prior * W added to their gradients before the clipping (the ADGM/SDGM authors' code,
+    # 1 / the rows of an epoch); 0: off. weight_decay, Adam's own, acts after the clipping and on biases too.
+    weight_prior: float = 0.0
     # Before each step, per phase over its own parameters: the gradient's total norm scaled down to clip_norm,
     # then every element clamped to +-clip_value; null: off. The ADGM/SDGM authors' code: 5, then 1.
     clip_norm: Optional[float] = None
@@ -68,6 +73,8 @@ class OptimizerConfig:
             for key in ("clip_norm", "clip_value"):
                 value = getattr(node, key)
                 check(value is None or value > 0, prefix + key, f"must be > 0, or null for no clipping (got {value})")
+            check(node.weight_prior is None or node.weight_prior >= 0, prefix + "weight_prior",
+                  f"must be >= 0 (got {node.weight_prior})")
 
 
 @dataclass

@@ -35,13 +35,20 @@ def check_schedule(model: GenerativeModel, schedule: list[PhaseStep], cfg: Optim
             raise UserError(f"optimizer.phases.{phase}: not a phase of {model.label}; phases: {phases}")
 
 
-def clip_gradients(params: list[torch.nn.Parameter], norm: Optional[float], value: Optional[float]) -> Callable[..., None]:
-    """An optimizer step pre-hook that clips the gradients of `params` (the optimizer's) in place:
-    the total norm scaled down to `norm`, then every element clamped to +-`value` (None: that part off),
-    the order of the ADGM/SDGM authors' code. A hook runs between the backward and the update, also in
-    a step captured as a CUDA graph, and goes with the optimizer wherever it is used. No host sync:
-    clip_grad_norm_ is not asked to check the norm for NaN (the loss meter catches a non-finite loss)."""
+def prepare_gradients(params: list[torch.nn.Parameter], prior: float, norm: Optional[float],
+                      value: Optional[float]) -> Callable[..., None]:
+    """An optimizer step pre-hook on the gradients of `params` (the optimizer's), in place: the weight
+    prior's gradient, `prior` * W, added to every weight matrix's (not to biases: parameters of one
+    dimension), then the total norm scaled down to `norm`, then every element clamped to +-`value` (0 or
+    None: that part off), the order of the ADGM/SDGM authors' code. A hook runs between the backward and the
+    update, also in a step captured as a CUDA graph, and goes with the optimizer wherever it is used. No host
+    sync: clip_grad_norm_ is not asked to check the norm for NaN (the loss meter catches a non-finite loss)."""
+    weights = [p for p in params if p.dim() > 1]
+
     def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if prior:
+            with_grad = [p for p in weights if p.grad is not None]
+            torch._foreach_add_([p.grad for p in with_grad], with_grad, alpha=prior)
         if norm is not None:
             torch.nn.utils.clip_grad_norm_(params, norm)
         if value is not None:
@@ -51,7 +58,8 @@ def clip_gradients(params: list[torch.nn.Parameter], norm: Optional[float], valu
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phase: str,
                     capturable: bool = False) -> torch.optim.Optimizer:
-    """The optimizer of `phase`, clipping its gradients when optimizer.clip_norm or clip_value is set.
+    """The optimizer of `phase`, adding the weight prior's gradient and clipping when optimizer.weight_prior,
+    clip_norm or clip_value is set.
     `capturable`: its learning rate a tensor that the decay updates in place and its state on the device,
     so that a step captured in a CUDA graph sees both."""
     override = cfg.phases.get(phase)
@@ -72,9 +80,9 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phas
     else:
         adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         optimizer = adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True, **extra)
-    clip_norm, clip_value = setting("clip_norm"), setting("clip_value")
-    if clip_norm is not None or clip_value is not None:
-        optimizer.register_step_pre_hook(clip_gradients(list(params), clip_norm, clip_value))
+    prior, clip_norm, clip_value = setting("weight_prior"), setting("clip_norm"), setting("clip_value")
+    if prior or clip_norm is not None or clip_value is not None:
+        optimizer.register_step_pre_hook(prepare_gradients(list(params), prior, clip_norm, clip_value))
     return optimizer
 
 

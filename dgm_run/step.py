@@ -101,8 +101,9 @@ class TrainStep:
 
         All gradients are cleared first, so a phase never steps on another phase's leftovers;
         by the model contract a phase's loss leaves no gradient on other phases' parameters,
-        so the backward passes of several phases do not mix. With optimizer.clip_norm or clip_value, an
-        optimizer's step first clips its own phase's gradients (a step pre-hook, optim.clip_gradients).
+        so the backward passes of several phases do not mix. With optimizer.weight_prior, clip_norm or
+        clip_value, an optimizer's step first prepares its own phase's gradients (a step pre-hook,
+        optim.prepare_gradients).
         """
         self.model.zero_grad(set_to_none=True)
         for phase in phases:

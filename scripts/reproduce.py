@@ -5,13 +5,15 @@ beside the paper, and draw test error per epoch against the authors' published c
     python scripts/reproduce.py adgm sdgm --seeds 0 1 2 -- data.root=DIR trainer.max_epochs=300
     python scripts/reproduce.py adgm --jobs 3 -- data.root=DIR device=cuda     # seeds side by side, one GPU
     python scripts/reproduce.py adgm --collect-only      # summarise a sweep that already ran
+    python scripts/reproduce.py adgm_2015_code adgm_2015_code_shuffled --seeds 0 -- data.root=DIR device=cuda
 
-Each model runs as one Hydra multirun (`dgm-run -m experiment=<model>_mnist seed=...`) into
-SWEEP_DIR/<model>; with --jobs K through the joblib launcher, K jobs at a time (on one GPU they
-share it). The table comes from the jobs' metrics.json files; the curves from their event files
-(`eval/error` at every evaluation): SWEEP_DIR/curves.png (mean ± std over seeds per model, the
-authors' published ADGM log as points), the same figure in SWEEP_DIR/summary's event file for
-TensorBoard, and the numbers in SWEEP_DIR/curves.json.
+Each model runs as one Hydra multirun (`dgm-run -m experiment=<model>_mnist seed=...`; the 2015 code's
+pipelines as `experiment=<name>`) into SWEEP_DIR/<model>; with --jobs K through the joblib launcher, K jobs
+at a time (on one GPU they share it). The table comes from the jobs' metrics.json files; the curves from
+their event files (`eval/error`, and `eval/unlabelled_error` where the runs have it, at every evaluation):
+SWEEP_DIR/curves.png (mean ± std over seeds per model, the authors' published ADGM log as points: its
+test error with 100 draws of a, and its "valid" error, on unlabelled training digits, with one), the same
+figure in SWEEP_DIR/summary's event file for TensorBoard, and the numbers in SWEEP_DIR/curves.json.
 """
 
 from __future__ import annotations
@@ -35,8 +37,20 @@ PAPER = {
     "adgm": (0.96, 0.02, "Maaløe et al. 2016"),
     "sdgm": (1.32, 0.07, "Maaløe et al. 2016"),
 }
-# The authors' published training log of ADGM (the Lasagne code): test error (%) by epoch.
-AUTHORS_ADGM_LOG = {80: 7.9, 100: 5.4, 150: 2.7, 200: 1.6, 400: 1.3, 500: 1.2}
+# The authors' published training log of ADGM (ml-lab/auxiliary-deep-generative-models, output/
+# id_20151209002003_ADGMSSL_.../_logging_2015-12-09-002003.log), error (%) by epoch: "test 100-samples" (the
+# test digits, q(y|a,x) averaged over 100 draws of a) and "valid" (10,000 of its unlabelled training
+# digits, one draw of a).
+AUTHORS_ADGM_LOG = {80: 7.92, 100: 5.44, 150: 2.74, 200: 1.59, 400: 1.33, 500: 1.24, 1000: 1.19}
+AUTHORS_ADGM_LOG_VALID = {80: 8.61, 100: 5.50, 150: 1.65, 200: 0.53, 500: 0.02, 1000: 0.02}
+# The pipelines of the code behind that log (configs/experiment/adgm_2015_code*.yaml), set beside the log.
+LOG_PIPELINES = ("adgm_2015_code", "adgm_2015_code_shuffled")
+# Whose unlabelled training digits' error is drawn beside their test error, as the log's "valid" column.
+UNLABELLED_CURVES = ("adgm", *LOG_PIPELINES)
+
+
+def experiment(model: str) -> str:
+    return model if model in LOG_PIPELINES else f"{model}_mnist"
 
 
 def collect(sweep: Path) -> list[dict]:
@@ -48,17 +62,23 @@ def row(model: str, jobs: list[dict]) -> str:
     errors = [100 * job["eval/error"] for job in jobs]
     spread = statistics.stdev(errors) if len(errors) > 1 else 0.0
     epochs = sorted({job["epoch"] for job in jobs})
-    paper_mean, paper_std, source = PAPER[model]
+    if model in LOG_PIPELINES:  # the log at the last of its epochs the runs reached
+        logged = [e for e in AUTHORS_ADGM_LOG if e <= max(epochs)]
+        published = (f"{AUTHORS_ADGM_LOG[logged[-1]]:.2f} at epoch {logged[-1]} (the authors' log)" if logged
+                     else "the authors' log starts at epoch 80")
+    else:
+        paper_mean, paper_std, source = PAPER[model]
+        published = f"{paper_mean:.2f} ± {paper_std:.2f} ({source})"
     return (f"| {model} | {len(jobs)} | {statistics.mean(errors):.2f} ± {spread:.2f} | "
-            f"{'/'.join(map(str, epochs))} | {paper_mean:.2f} ± {paper_std:.2f} ({source}) |")
+            f"{'/'.join(map(str, epochs))} | {published} |")
 
 
-def curve(jobs: list[dict]) -> dict[str, list[float]]:
-    """Test error (%) at every evaluation, mean and std over the jobs that logged it. x is in epochs
+def curve(jobs: list[dict], tag: str = "eval/error") -> dict[str, list[float]]:
+    """The error (%) `tag` at every evaluation, mean and std over the jobs that logged it. x is in epochs
     (steps over the steps per epoch of a job that finished one), or in steps for shorter runs."""
     per_step: dict[int, list[float]] = {}
     for job in jobs:
-        for step, error in read_scalars(job["dir"]).get("eval/error", {}).items():
+        for step, error in read_scalars(job["dir"]).get(tag, {}).items():
             per_step.setdefault(step, []).append(100 * error)
     steps = sorted(per_step)
     per_epoch = next((job["steps_per_epoch"] for job in jobs if job["epoch"]), None)
@@ -69,21 +89,26 @@ def curve(jobs: list[dict]) -> dict[str, list[float]]:
 
 
 def draw(curves: dict[str, dict[str, list[float]]]):
-    bands = [(c["x"], c["mean"], c["std"], f"{model} (dgm-run, {max(c['runs'], default=0)} seeds)")
-             for model, c in curves.items()]
+    """Every curve as a band (test error; `<model> unlabelled` the unlabelled training digits'), with the
+    authors' log as points where ADGM or the log's pipelines ran for epochs."""
+    bands = [(c["x"], c["mean"], c["std"], f"{name} (dgm-run, {max(c['runs'], default=0)} seeds)")
+             for name, c in curves.items()]
 
     def authors_log(ax) -> None:
-        if "adgm" in curves and curves["adgm"]["unit"] == "epoch":
-            ax.plot(list(AUTHORS_ADGM_LOG), list(AUTHORS_ADGM_LOG.values()), "ko", label="ADGM, the authors' log")
+        if any(m in curves and curves[m]["unit"] == "epoch" for m in ("adgm", *LOG_PIPELINES)):
+            ax.plot(list(AUTHORS_ADGM_LOG), list(AUTHORS_ADGM_LOG.values()), "ko", label="the authors' log, test")
+            if any(f"{m} unlabelled" in curves for m in UNLABELLED_CURVES):
+                ax.plot(list(AUTHORS_ADGM_LOG_VALID), list(AUTHORS_ADGM_LOG_VALID.values()), "kx",
+                        label="the authors' log, valid (unlabelled training digits)")
     units = {c["unit"] for c in curves.values()}
-    return bands_figure(bands, units.pop() if len(units) == 1 else "epoch or step", "test error (%)", log_y=True,
+    return bands_figure(bands, units.pop() if len(units) == 1 else "epoch or step", "error (%)", log_y=True,
                         extra=authors_log)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="%(prog)s MODEL [MODEL ...] [--seeds S ...] [--jobs K] [-- OVERRIDES ...]")
-    parser.add_argument("models", nargs="+", choices=sorted(PAPER))
+    parser.add_argument("models", nargs="+", choices=[*sorted(PAPER), *LOG_PIPELINES])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="jobs at a time (joblib launcher; default 1)")
     parser.add_argument("--sweep-dir", type=Path, default=Path("outputs/reproduce"))
@@ -101,7 +126,7 @@ def main() -> None:
         sweep = args.sweep_dir / model
         if not args.collect_only:
             parallel = ["launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else []
-            command = ["dgm-run", "-m", f"experiment={model}_mnist", f"seed={','.join(map(str, args.seeds))}",
+            command = ["dgm-run", "-m", f"experiment={experiment(model)}", f"seed={','.join(map(str, args.seeds))}",
                        *parallel, f"hydra.sweep.dir={sweep}", *overrides]
             print("$", " ".join(command), flush=True)
             subprocess.run(command, check=True)
@@ -110,6 +135,9 @@ def main() -> None:
             sys.exit(f"reproduce: no finished runs (metrics.json) under {sweep}")
         lines.append(row(model, jobs))
         curves[model] = curve(jobs)
+        unlabelled = curve(jobs, "eval/unlabelled_error")
+        if model in UNLABELLED_CURVES and unlabelled["x"]:  # the log's "valid": what training learned of them
+            curves[f"{model} unlabelled"] = unlabelled
     print("\n".join(lines))
     write_json(args.sweep_dir / "curves.json", curves)
     if any(c["x"] for c in curves.values()):  # runs with logger=none leave no event files

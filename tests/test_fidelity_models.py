@@ -212,19 +212,42 @@ def by_hand(model, b: Batch, draws: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("model_class", [ADGM, SDGM])
-def test_authors_averaging_takes_the_cross_entropy_of_the_averaged_classifier(model_class):
+@pytest.mark.parametrize("mode, cross_entropy", [("authors", "per_draw_cls"), ("authors_sdgm", "cls")])
+def test_authors_averaging_weighs_the_sum_over_y_by_the_averaged_classifier(model_class, mode, cross_entropy):
+    """Both codes weigh the unlabelled bound by q̄; the ADGM code's labelled cross-entropy (authors) is the
+    mean over the 10 draws of -log q(y|a_s, x), the SDGM code's (authors_sdgm) -log q̄(y)."""
     torch.manual_seed(0)
-    model = model_class(model_class.Config(a_dim=3, samples=10, mc_average="authors", **SMALL), SPEC)
+    model = model_class(model_class.Config(a_dim=3, samples=10, mc_average=mode, **SMALL), SPEC)
     b = batch()
     torch.manual_seed(7)
     with torch.no_grad():
         terms = model.loss("elbo", b)
         want = by_hand(model, b, 10, seed=7)
-    for name in ("cls", "labelled", "unlabelled"):
+    torch.testing.assert_close(terms["cls"], want[cross_entropy], rtol=1e-5, atol=1e-5)
+    for name in ("labelled", "unlabelled"):
         torch.testing.assert_close(terms[name], want[name], rtol=1e-5, atol=1e-5)
     # q(y|a,x) varies with a: the averaged q's cross-entropy is below the mean of the draws' (Jensen).
-    assert float(terms["cls"]) < float(want["per_draw_cls"]) - 1e-4
+    assert float(want["cls"]) < float(want["per_draw_cls"]) - 1e-4
     assert torch.isclose(terms["loss"], terms["labelled"] + terms["unlabelled"] + model.alpha * terms["cls"])
+
+
+def test_the_adgm_codes_cross_entropy_is_the_mean_of_each_draws():
+    """mc_average=authors with 10 draws: the labelled cross-entropy equals the mean over the draws of each
+    draw's own cross-entropy, -log q(y|a_s, x) for the draw's a_s, computed draw by draw."""
+    torch.manual_seed(0)
+    model = ADGM(ADGM.Config(a_dim=3, samples=10, mc_average="authors", **SMALL), SPEC)
+    b = batch()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        cls = model.loss("elbo", b)["cls"]
+    torch.manual_seed(3)  # the loss's draws of a: q(a|x) on the 10 repeats of the batch, labelled rows first
+    x = torch.cat([b.x_labelled.flatten(1).repeat(10, 1), b.x.flatten(1).repeat(10, 1)])
+    with torch.no_grad():
+        a = model.prepare(x)["a"][:10 * len(b.y_labelled)].view(10, len(b.y_labelled), -1)
+        x_l = b.x_labelled.flatten(1)
+        per_draw = [F.cross_entropy(model.q_y(model.q_y_in(a[s], x_l)), b.y_labelled) for s in range(10)]
+    assert len({round(float(c), 4) for c in per_draw}) == 10  # the draws differ
+    torch.testing.assert_close(cls, torch.stack(per_draw).mean(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("model_class,extra", [(M2, {}), (ADGM, {"a_dim": 3})])

@@ -38,6 +38,27 @@ def test_reproduce_runs_seeds_prints_the_table_and_draws_the_curves(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 0 and list((tmp_path / "summary").glob("events.*"))
 
 
+def test_reproduce_sets_the_2015_pipeline_beside_the_authors_log(tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "reproduce.py"), "adgm_2015_code", "--seeds", "0",
+         "--sweep-dir", str(tmp_path), "--", "data=digits", "data.n_labels=100", "data.n_unlabelled_eval=300",
+         "trainer.batch_size=2000", "trainer.max_epochs=2", "trainer.eval_every_epochs=1", "model.samples=2",
+         "model.hidden=[16]", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2", "model.iw_samples=1",
+         "logger.images=0", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    row = [c.strip() for c in done.stdout.strip().splitlines()[-1].split("|")[1:-1]]
+    assert row[0] == "adgm_2015_code" and row[3] == "2" and row[4] == "the authors' log starts at epoch 80"
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    job = json.loads((tmp_path / "adgm_2015_code" / "0" / "metrics.json").read_text())
+    test, unlabelled = curves["adgm_2015_code"], curves["adgm_2015_code unlabelled"]
+    assert test["unit"] == unlabelled["unit"] == "epoch" and test["x"] == unlabelled["x"] == [1, 2]
+    assert test["mean"][-1] == pytest.approx(100 * job["eval/error"])
+    assert unlabelled["mean"][-1] == pytest.approx(100 * job["eval/unlabelled_error"])
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
 # trainer.eval_every_epochs=1000 is overridden by the script's --eval-every-epochs (default 1).
 TINY_ADGM = ["data=digits", "data.n_labels=100", "model.samples=1", "model.hidden=[32,32]", "model.a_dim=4", "model.z_dim=4",
              "model.eval_samples=4", "model.iw_samples=1", "trainer.eval_every_epochs=1000", "device=cpu"]

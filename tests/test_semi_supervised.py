@@ -119,7 +119,11 @@ def prototypes_cfg(model: str, *overrides: str):
     ("m2", []), ("adgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
     ("sdgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
     ("m2", ["model.marginalize=gumbel"]),
-], ids=["m2", "adgm", "sdgm", "m2-gumbel"])
+    ("sdgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3", "model.hidden=[64,64]",
+              "model.batch_norm=true"]),
+    ("adgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3", "model.train_q_a=false",
+              "model.q_z_sees_a=false", "model.p_a=standard", "model.kl=analytic", "model.init=glorot_all"]),
+], ids=["m2", "adgm", "sdgm", "m2-gumbel", "sdgm-batch-norm", "adgm-2015-code"])
 def test_learns_to_classify_from_five_labels_per_class(tmp_path, model, overrides):
     metrics = run(prototypes_cfg(model, *overrides), tmp_path)
     assert metrics["eval/accuracy"] > 0.9  # chance is 0.25

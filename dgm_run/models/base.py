@@ -90,9 +90,9 @@ class GenerativeModel(nn.Module):
         return type(self).__name__
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
-        """The parameters `phase` updates; single-phase models update all of them."""
+        """The parameters `phase` updates; single-phase models update all that are trainable."""
         assert len(self.phases) == 1, "models with several phases must say which parameters each updates"
-        return list(self.parameters())
+        return [p for p in self.parameters() if p.requires_grad]
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError

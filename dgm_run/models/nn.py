@@ -19,20 +19,33 @@ LOG_2PI = math.log(2 * math.pi)
 # rows of 784 floats are 314 MB per tensor).
 EVAL_CHUNK_ROWS = {"cpu": 5_000}
 EVAL_CHUNK_ROWS_DEFAULT = 100_000
-# model.init: default (PyTorch's), glorot (the ADGM/SDGM authors' Lasagne code), normal_1e-3 (Kingma's M2 code).
-INIT_SCHEMES = ("default", "glorot", "normal_1e-3")
+# model.init: default (PyTorch's), glorot (the SDGM authors' Lasagne code), glorot_all (the ADGM code behind the
+# authors' log), normal_1e-3 (Kingma's M2 code).
+INIT_SCHEMES = ("default", "glorot", "glorot_all", "normal_1e-3")
 # The authors' near-zero weights: the Gaussian heads of ADGM/SDGM, every weight of Kingma's M2.
 SMALL_INIT_STD = 1e-3
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str) -> nn.Sequential:
-    """Linear layers of sizes in_dim -> *hidden -> out_dim, `activation` between them."""
+class RowBatchNorm(nn.BatchNorm1d):
+    """Batch normalisation of the last dimension over every row of a (..., features) tensor: draws of a
+    (n, B, features) are rows as examples are. eps 1e-4, Lasagne's BatchNormLayer's (the SDGM authors')."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__(features, eps=1e-4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, batch_norm: bool = False) -> nn.Sequential:
+    """Linear layers of sizes in_dim -> *hidden -> out_dim, `activation` between them, each hidden layer
+    batch-normalised before its activation with `batch_norm`."""
     sizes = [in_dim, *hidden, out_dim]
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[activation]())
+            layers.extend([*([RowBatchNorm(b)] if batch_norm else []), ACTIVATIONS[activation]()])
     return nn.Sequential(*layers)
 
 
@@ -51,13 +64,16 @@ def initialize(model: nn.Module, scheme: str, activation: str, gaussian_heads: S
     (logits of q(y|.), a Bernoulli decoder); N(0, 1e-3^2) on the `gaussian_heads` (mean and log-variance
     of a Gaussian), so that every Gaussian starts at about N(0, I); biases zero (theirs: N(0, 1e-3^2)).
     A head is the last Linear of the network given; every other Linear is hidden, each part of a split
-    first layer with its own fans, as the authors' separate layers. normal_1e-3, Kingma's M2 code: every
-    weight N(0, 1e-3^2), biases zero.
+    first layer with its own fans, as the authors' separate layers. glorot_all, the ADGM code behind the
+    authors' log (ml-lab/auxiliary-deep-generative-models models/adgmssl.py): as glorot, but the Gaussian
+    heads Glorot-normal with gain 1 like the other heads (there the classifier's later layers are
+    Glorot-uniform, of the same variance). normal_1e-3, Kingma's M2 code: every weight N(0, 1e-3^2),
+    biases zero.
     """
     if scheme == "default":
         return
-    gaussian = {id(last_linear(n)) for n in gaussian_heads}
-    outputs = {id(last_linear(n)) for n in output_heads}
+    gaussian = {id(last_linear(n)) for n in gaussian_heads} if scheme != "glorot_all" else set()
+    outputs = {id(last_linear(n)) for n in [*output_heads, *gaussian_heads]}
     gain = math.sqrt(2.0) if activation in ("relu", "softplus") else 1.0
     for layer in model.modules():
         if not isinstance(layer, nn.Linear):

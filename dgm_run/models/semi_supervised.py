@@ -11,8 +11,16 @@ objective on a batch is
 each part averaged over its examples (`model.reduction=means`), or the data set's sum objective
 per example of the batch (`sums`, Kingma's M2 code). With `model.samples` S draws, each example
 is repeated S times: independent bounds, averaged (`model.mc_average=bounds`), or the ADGM/SDGM
-authors' combination (`authors`): q(y|.) averaged over the draws to q̄ before the cross-entropy
--log q̄(y), and the unlabelled bound sum_y q̄(y) (1/S sum_s log w_s(x, y)) + H(q̄).
+authors' combination: the unlabelled bound sum_y q̄(y) (1/S sum_s log w_s(x, y)) + H(q̄) with q̄ the
+mean of q(y|.) over the draws, and the labelled cross-entropy the mean over the draws of -log q(y|a_s, x)
+(`authors`, the ADGM code: ml-lab/auxiliary-deep-generative-models models/adgmssl.py) or that of q̄,
+-log q̄(y) (`authors_sdgm`, the SDGM code: larsmaaloee/auxiliary-deep-generative-models, whose
+MultinomialLogDensityLayer in lasagne_extensions/layers/density_layers.py averages q over the draws).
+
+`model.kl=analytic` (the authors' ADGM code) takes each Gaussian latent against a standard normal prior
+(z; ADGM's a under `p_a=standard`) in closed form in the training bound: -KL(q || N(0, I)) in place of
+log p - log q of the draw. The expectation is the same, the variance lower; the evaluation's importance
+weights stay sampled.
 
 A subclass computes log w on rows, one per (example, label) pair that `Labels` asks for
 (labels.py): given labels, every label (the exact sum, with what does not depend on y
@@ -49,16 +57,24 @@ def mean_over_draws(t: Tensor, draws: int) -> Tensor:
     return t.view(draws, -1, *t.shape[1:]).mean(0)
 
 
-def classifier_terms(logits: Tensor, y_l: Tensor, draws: int = 1) -> tuple[Tensor, Tensor]:
+def mean_q_log(logits: Tensor, draws: int) -> Tensor:
+    """log q̄(y|.) per example, q̄ = 1/draws sum_s q(y|a_s, x), from logits laid out draw-major."""
+    return torch.logsumexp(F.log_softmax(logits, dim=-1).view(draws, -1, logits.shape[-1]), 0) - math.log(draws)
+
+
+def classifier_terms(logits: Tensor, y_l: Tensor, draws: int = 1,
+                     cross_entropy_of_mean: bool = False) -> tuple[Tensor, Tensor]:
     """log q(y|.) of the unlabelled examples and the labelled cross-entropy, from the class logits of every
-    row (the len(y_l) labelled rows first). draws > 1, the authors' averaging: each part holds `draws` draws,
-    draw-major; q̄ = 1/draws sum_s q(y|a_s, x) per example, and the terms are q̄'s."""
+    row (the len(y_l) labelled rows first, y_l one label per row). draws > 1, the authors' averaging: each
+    part holds `draws` draws, draw-major; the unlabelled examples' q is q̄ = 1/draws sum_s q(y|a_s, x), and
+    the cross-entropy the mean over the draws of -log q(y|a_s, x), or -log q̄(y) with `cross_entropy_of_mean`."""
     logits_l, logits_u = logits.split([len(y_l), len(logits) - len(y_l)])
     if draws == 1:
         return F.log_softmax(logits_u, dim=-1), F.cross_entropy(logits_l, y_l)
-    log_q_l, log_q_u = (torch.logsumexp(F.log_softmax(t, dim=-1).view(draws, -1, t.shape[-1]), 0) - math.log(draws)
-                        for t in (logits_l, logits_u))
-    return log_q_u, F.nll_loss(log_q_l, y_l[:len(log_q_l)])
+    if cross_entropy_of_mean:
+        log_q_l = mean_q_log(logits_l, draws)
+        return mean_q_log(logits_u, draws), F.nll_loss(log_q_l, y_l[:len(log_q_l)])
+    return mean_q_log(logits_u, draws), F.cross_entropy(logits_l, y_l)
 
 
 def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float, draws: int = 1,
@@ -98,9 +114,13 @@ class SemiSupervisedConfig(VAEFamilyConfig):
     reduction: str = "means"
     # Monte Carlo samples of the latent variables per example in training.
     samples: int = 1
-    # How the samples combine: bounds, each draw its own bound, the bounds averaged; authors, the ADGM/SDGM
-    # code's: q(y|.) averaged over the draws before the cross-entropy and the sum over y (module doc).
+    # How the samples combine: bounds, each draw its own bound, the bounds averaged; authors, the ADGM code's:
+    # q(y|.) averaged over the draws for the sum over y, the labelled cross-entropy the mean over the draws;
+    # authors_sdgm, the SDGM code's: the cross-entropy that of the averaged q(y|.) (module doc).
     mc_average: str = "bounds"
+    # sampled: each latent's log p - log q from its draw; analytic: a Gaussian latent against a standard
+    # normal prior as its closed-form KL in the training bound (the authors' ADGM code; module doc).
+    kl: str = "sampled"
     # The networks' initial weights (nn.initialize): default (PyTorch's), glorot (the ADGM/SDGM authors'),
     # normal_1e-3 (Kingma's M2 code).
     init: str = "default"
@@ -118,9 +138,11 @@ class SemiSupervisedConfig(VAEFamilyConfig):
         check_choice(self, "activation", tuple(ACTIVATIONS))
         check_choice(self, "marginalize", ("exact", "gumbel"))
         check_choice(self, "reduction", ("means", "sums"))
-        check_choice(self, "mc_average", ("bounds", "authors"))
+        check_choice(self, "mc_average", ("bounds", "authors", "authors_sdgm"))
         check(self.mc_average == "bounds" or self.marginalize == "exact", "mc_average",
-              "authors averages q(y|.) over the draws in the exact sum over y; with marginalize=gumbel use bounds")
+              f"{self.mc_average} averages q(y|.) over the draws in the exact sum over y; with marginalize=gumbel "
+              "use bounds")
+        check_choice(self, "kl", ("sampled", "analytic"))
         check_choice(self, "init", INIT_SCHEMES)
         check(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
         check(self.gumbel_temperature > 0, "gumbel_temperature", f"must be > 0 (got {self.gumbel_temperature})")
@@ -139,8 +161,9 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
         self.x_out_dim = self.x_dim * self.head.outputs_per_dim
         self.alpha = cfg.alpha if cfg.alpha is not None else 0.1 * spec.n_train / spec.n_labels
         self.log_prior_y = -math.log(self.n_classes)
-        # Draws averaged per example before the bound (mc_average=authors); 1: each draw's bound on its own.
-        self.draws_averaged = cfg.samples if cfg.mc_average == "authors" else 1
+        # Draws averaged per example before the bound (mc_average=authors*); 1: each draw's bound on its own.
+        self.draws_averaged = 1 if cfg.mc_average == "bounds" else cfg.samples
+        self.cross_entropy_of_mean = cfg.mc_average == "authors_sdgm"
 
     def initialize(self, gaussians: list[nn.Module], classifier: nn.Module, decoder: nn.Module) -> None:
         """model.init on every network (nn.initialize), given those that end in a Gaussian's mean and
@@ -154,9 +177,12 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
         """Per-example draws that do not depend on y, shared by every label (ADGM: a ~ q(a|x))."""
         return {}
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None) -> Tensor:
+    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None,
+                   analytic_kl: bool = False) -> Tensor:
         """log p(x, y, latents) - log q(latents|x, y) for one sample, per row of `labels`: (rows,);
-        with `kl_weight`, all but log p(x|...) weighted by it (vae_family.importance_log_weight)."""
+        with `kl_weight`, all but log p(x|...) weighted by it (vae_family.importance_log_weight). With
+        `analytic_kl` (model.kl=analytic, training only), the Gaussian latents under a standard normal prior
+        enter as -KL in closed form: the training bound's estimate, no longer an importance weight."""
         raise NotImplementedError
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
@@ -193,13 +219,13 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
         # Labelled examples first, then unlabelled: one pass through each network.
         x = torch.cat([x_l, x_u])
         ctx = self.prepare(x)
-        log_q, cls = classifier_terms(self.class_logits(x, ctx), y_l, self.draws_averaged)
+        log_q, cls = classifier_terms(self.class_logits(x, ctx), y_l, self.draws_averaged, self.cross_entropy_of_mean)
         if self.cfg.marginalize == "exact":
             labels = Labels(self.n_classes, given=y_l, every=len(x_u))
         else:
             labels = Labels(self.n_classes, given=y_l, soft=F.gumbel_softmax(log_q, tau=self.cfg.gumbel_temperature))
         weight = self.kl_weight(batch, x.device)
-        log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx, weight))
+        log_w_l, log_w_u = labels.split(self.log_weight(x, labels, ctx, weight, self.cfg.kl == "analytic"))
         terms = objective(log_w_l, log_w_u, log_q, cls, self.alpha, self.draws_averaged, self.cfg.reduction == "sums")
         if weight is not None:
             terms["kl_weight"] = weight

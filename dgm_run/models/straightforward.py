@@ -4,7 +4,8 @@ check of labels.py's exact sum (tests/test_semi_supervised.py).
 Every unlabelled x is tiled over the K labels, the labelled x keep their own labels, and all rows
 go through the networks at once; one-hot y is concatenated to every first layer that sees it, and
 q(a|x) runs on every row, so that what does not depend on y is recomputed for each label (the
-classifier q(y|.) does not see y and runs once per x). Built from a real model, its parameters are
+classifier q(y|.) does not see y and runs once per x; with batch normalisation q(a|x) runs once per x too,
+so that its batch statistics are the examples'). Built from a real model, its parameters are
 copies holding the same numbers, and it draws its standard normal noise in the model's order: with
 the same seed it gives the same loss terms as the model's exact sum.
 """
@@ -23,7 +24,7 @@ from dgm_run.contract import Batch
 from dgm_run.device import forked_rng
 from dgm_run.models.adgm import ADGM
 from dgm_run.models.m2 import M2
-from dgm_run.models.nn import PartsLinear, normal_log_prob, standard_normal_log_prob
+from dgm_run.models.nn import PartsLinear, kl_standard_normal, normal_log_prob, standard_normal_log_prob
 from dgm_run.models.semi_supervised import classifier_terms, objective
 
 
@@ -73,21 +74,30 @@ class StraightforwardSemiSupervised(nn.Module):
     def model(self) -> M2 | ADGM:
         return self.model_ref[0]
 
-    def log_weight(self, x: Tensor, onehot: Tensor, a: Optional[Tensor], log_q_a: Optional[Tensor]) -> Tensor:
-        """log p(x, y, latents) - log q(latents|x, y) per row, every input concatenated with onehot(y)."""
+    def log_weight(self, x: Tensor, onehot: Tensor, q_a: Optional[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+        """log p(x, y, latents) - log q(latents|x, y) per row, every input concatenated with onehot(y); q_a:
+        a with the mean and log-variance of q(a|x), per row. model.kl=analytic: the training bound's closed
+        forms, -KL(q || N(0, I)), for z and for a under p_a=standard."""
         m = self.model
-        params = self.q_z(self.q_z_first(torch.cat([a, x, onehot] if self.auxiliary else [x, onehot], -1)))
+        analytic = m.cfg.kl == "analytic"
+        sees_a = self.auxiliary and m.cfg.q_z_sees_a
+        a = q_a[0] if q_a is not None else None
+        params = self.q_z(self.q_z_first(torch.cat([a, x, onehot] if sees_a else [x, onehot], -1)))
         z, mu_z, logvar_z = gaussian(params, torch.randn(len(x), m.cfg.z_dim, device=x.device, dtype=x.dtype))
         out = self.p_x(self.p_x_first(torch.cat([a, z, onehot] if self.skip else [z, onehot], -1)))
-        log_w = m.log_px(out, x) + standard_normal_log_prob(z) + m.log_prior_y - normal_log_prob(z, mu_z, logvar_z)
+        log_w = m.log_px(out, x) + m.log_prior_y + (
+            -kl_standard_normal(mu_z, logvar_z) if analytic
+            else standard_normal_log_prob(z) - normal_log_prob(z, mu_z, logvar_z))
         if self.auxiliary:
+            a, mu_a, logvar_a = q_a
             if m.conditional_p_a:
                 p_a_in = torch.cat([z, onehot] if self.skip else [x, z, onehot], -1)
-                mu_a, logvar_a = self.p_a(self.p_a_first(p_a_in)).chunk(2, dim=-1)
-                log_p_a = normal_log_prob(a, mu_a, logvar_a)
+                mu_p, logvar_p = self.p_a(self.p_a_first(p_a_in)).chunk(2, dim=-1)
+                log_w = log_w + normal_log_prob(a, mu_p, logvar_p) - normal_log_prob(a, mu_a, logvar_a)
+            elif analytic:
+                log_w = log_w - kl_standard_normal(mu_a, logvar_a)
             else:
-                log_p_a = standard_normal_log_prob(a)
-            log_w = log_w + log_p_a - log_q_a
+                log_w = log_w + standard_normal_log_prob(a) - normal_log_prob(a, mu_a, logvar_a)
         return log_w
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
@@ -100,16 +110,20 @@ class StraightforwardSemiSupervised(nn.Module):
         x = torch.cat([x_l, x_u.repeat_interleave(k, 0)])
         onehot = torch.cat([F.one_hot(y_l, k), torch.eye(k, device=x.device, dtype=y_l.dtype).repeat(b, 1)]).to(x)
         first = torch.cat([torch.arange(n_l), n_l + k * torch.arange(b)]).to(x.device)  # each example's first row
-        a = log_q_a = None
+        q_a = None
         if self.auxiliary:  # q(a|x) on every row: K times per unlabelled example, one draw per example
             eps = torch.randn(n_l + b, m.cfg.a_dim, device=x.device, dtype=x.dtype)
-            a, mu_a, logvar_a = gaussian(self.q_a(x), torch.cat([eps[:n_l], eps[n_l:].repeat_interleave(k, 0)]))
-            log_q_a = normal_log_prob(a, mu_a, logvar_a)
-            logits = self.q_y(torch.cat([a[first], x[first]], -1))
+            if m.cfg.batch_norm:  # its batch statistics are the examples': once per example, then tiled
+                rows = torch.cat([torch.arange(n_l), n_l + torch.arange(b).repeat_interleave(k)]).to(x.device)
+                params = self.q_a(x[first])[rows]
+            else:
+                params = self.q_a(x)
+            q_a = gaussian(params, torch.cat([eps[:n_l], eps[n_l:].repeat_interleave(k, 0)]))
+            logits = self.q_y(torch.cat([q_a[0][first], x[first]], -1))
         else:
             logits = self.q_y(x[first])
-        log_w = self.log_weight(x, onehot, a, log_q_a)
-        log_q, cls = classifier_terms(logits, y_l, m.draws_averaged)
+        log_w = self.log_weight(x, onehot, q_a)
+        log_q, cls = classifier_terms(logits, y_l, m.draws_averaged, m.cross_entropy_of_mean)
         return objective(log_w[:n_l], log_w[n_l:].view(b, k), log_q, cls, m.alpha, m.draws_averaged,
                          m.cfg.reduction == "sums")
 
