@@ -395,5 +395,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     return report
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The installed command: main() without handing its report to sys.exit."""
     main()
+
+
+if __name__ == "__main__":
+    command()

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from curves import bands_figure, read_scalars
+from dgm_run.commands.curves import bands_figure, read_scalars
 from torch.utils.tensorboard import SummaryWriter
 
 from dgm_run.checkpoint import write_json

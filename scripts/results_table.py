@@ -175,7 +175,7 @@ def row_curve(label: str, members: list[Job], scalars: dict[Path, dict], metric:
 
 def plot(path: Path, metric: str, keys: list[str], groups: dict[tuple, list[Job]], swept: list[str]) -> None:
     """Draw `metric` per epoch, one band per row of the table, to `path`; the numbers to path.json."""
-    from curves import draw, read_scalars  # TensorBoard and matplotlib: a second to import, so only here
+    from dgm_run.commands.curves import draw, read_scalars  # TensorBoard and matplotlib: a second to import, so only here
 
     scalars = {job.path: read_scalars(job.path) for members in groups.values() for job in members}
     if not any(metric in logged for logged in scalars.values()):

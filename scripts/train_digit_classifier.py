@@ -11,6 +11,7 @@ its test accuracy on the 10,000 test digits, grey and binarized. The weights are
 from __future__ import annotations
 
 import argparse
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from dgm_run.data.base import bernoulli
 from dgm_run.data.mnist import read_split
 from dgm_run.sample_quality import WEIGHTS, DigitClassifier
 
-OUT = Path(__file__).resolve().parents[1] / "dgm_run" / "assets" / WEIGHTS
+OUT = Path(str(resources.files("dgm_run.assets") / WEIGHTS))
 
 
 def accuracy(net: DigitClassifier, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -8,10 +8,18 @@ import sysconfig
 import venv
 from pathlib import Path
 
-from tests.conftest import REPO, config_options
+import pytest
+
+from tests.conftest import REPO, TINY, config_options
 
 
-def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
+COMMANDS = ("dgm-run-table", "dgm-run-export", "dgm-run-reproduce", "dgm-run-bench", "dgm-run-time-to-accuracy")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> tuple[Path, Path]:
+    """The wheel installed into a fresh environment: (its folder, its site-packages)."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path / "dist"), str(REPO)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("dgm_run-*.whl")
@@ -26,7 +34,12 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", str(wheel)],
                    check=True, capture_output=True, timeout=300)
+    return env_dir, site
 
+
+def test_wheel_installs_and_runs_outside_the_repository(installed, tmp_path):
+    env_dir, site = installed
+    python = env_dir / "bin" / "python"
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     where = subprocess.run([python, "-c", "import dgm_run; print(dgm_run.__file__)"], cwd=outside,
@@ -43,3 +56,24 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     # The embedded digits ship inside the wheel.
     assets = site / "dgm_run" / "data" / "assets"
     assert (assets / "t10k-images-idx3-ubyte.gz").stat().st_size > 1_000_000
+
+
+def test_the_installed_commands_run_from_any_folder(installed, tmp_path):
+    env_dir, _ = installed
+    bin_ = env_dir / "bin"
+    for command in COMMANDS:
+        shown = subprocess.run([bin_ / command, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert shown.returncode == 0 and f"usage: {command}" in shown.stdout, (command, shown.stderr)
+    # One real call each of the table and the exporter, on a one-job sweep made here, and of the benchmark.
+    sweep = subprocess.run([bin_ / "dgm-run", "-m", *TINY, "trainer.max_steps=3", "seed=0,1", "hydra.sweep.dir=sweep"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert sweep.returncode == 0, sweep.stderr
+    table = subprocess.run([bin_ / "dgm-run-table", "sweep"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert table.returncode == 0 and "eval/elbo" in table.stdout, table.stderr
+    job = next(p.parent for p in (tmp_path / "sweep").glob("*/metrics.json"))
+    export = subprocess.run([bin_ / "dgm-run-export", job, "samples", "samples.png"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0 and (tmp_path / "samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", export.stderr
+    bench = subprocess.run([bin_ / "dgm-run-bench", "--tiny", "--models", "vae", "--windows", "1", "--eval-digits", "10",
+                            "--json", "bench.json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert bench.returncode == 0 and (tmp_path / "bench.json").is_file(), bench.stderr

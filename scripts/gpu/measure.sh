@@ -131,8 +131,7 @@ if [ ${#RUNS[@]} -gt 0 ]; then
   $PY - "$RUNS_DIR" >"$OUT/curves.txt" 2>&1 <<'PY'
 import json, sys
 from pathlib import Path
-sys.path.insert(0, "scripts")
-from curves import read_scalars
+from dgm_run.commands.curves import read_scalars
 for run in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
     metrics = run / "metrics.json"
     per_epoch = json.loads(metrics.read_text()).get("steps_per_epoch") if metrics.exists() else None
