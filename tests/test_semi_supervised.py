@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dgm_run.checks import InvalidValue
 from dgm_run.data.base import DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models import adgm as adgm_module
@@ -247,6 +248,71 @@ def test_m1m2_prunes_exactly_the_m1_units_at_or_under_the_threshold_at_m2s_first
     assert torch.equal(resumed.m2.keep, keep) and int(resumed.m2_steps) == 2
 
 
+def grey_digit_data(n: int, batch_size: int):
+    """DeviceData of n random grey 4x4 digits of 3 classes, 9 labelled, served unbinarized."""
+    from dgm_run.data.base import DataConfig, DeviceData, Splits
+
+    x = torch.randint(0, 256, (n, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    y = torch.arange(n) % 3
+    cfg = DataConfig(n_labels=9, labelled_batch_size=3, binarize=False)
+    return DeviceData(Splits(x, y, x[:10], y[:10], n_classes=3), cfg, batch_size, torch.device("cpu"))
+
+
+def test_m1m2_features_computed_once_equal_those_computed_at_every_step(monkeypatch):
+    """m1_features=once: q(z1|x) of every training digit computed once and looked up by the batch's positions
+    gives M2 the same features, and so the same loss and gradients, as M1's pass over each batch's digits,
+    with the same draws of z1; M1 encodes the training set once and no batch after it."""
+    from dgm_run.models.m1m2 import M1M2
+
+    data = grey_digit_data(90, 20)
+    sizes = dict(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8])
+    torch.manual_seed(0)
+    per_step = M1M2(M1M2.Config(**sizes), data.spec)
+    once = M1M2(M1M2.Config(**sizes, m1_features="once"), data.spec)
+    once.load_state_dict(per_step.state_dict())
+    once.training_set(data.unbinarized, len(data.x_train))
+    encoded = []
+    encode = once.m1.encode
+    monkeypatch.setattr(once.m1, "encode", lambda x: encoded.append(len(x)) or encode(x))
+    plan = data.plan_epoch()
+    for i in range(3):
+        batch = data.batch(plan, i)
+        terms = {}
+        for name, model in (("step", per_step), ("once", once)):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(i)
+            terms[name] = model.loss("m2", batch)
+            terms[name]["loss"].backward()
+        for key, value in terms["step"].items():
+            torch.testing.assert_close(terms["once"][key], value, rtol=1e-5, atol=1e-5)
+        for p, q in zip(per_step.m2.parameters(), once.m2.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+    assert encoded == [90]  # the whole training set in one pass, at the first step only
+    mu, logvar = encode(data.unbinarized(torch.arange(90)))
+    torch.testing.assert_close(once.table[0], mu)
+    torch.testing.assert_close(once.table[1], logvar)
+    # The agreement is the same draws' doing: another draw of z1 changes the loss.
+    torch.manual_seed(5)
+    other = once.loss("m2", batch)["loss"].detach()
+    assert abs(float(other) - float(terms["once"]["loss"].detach())) > 1e-4
+
+
+def test_m1m2_features_once_choose_the_units_over_the_first_1000_training_digits():
+    from dgm_run.models.m1m2 import PRUNE_DIGITS, M1M2
+
+    data = grey_digit_data(1100, 100)
+    torch.manual_seed(0)
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=6, z_dim=2, hidden=[8], m1_features="once"), data.spec)
+    model.training_set(data.unbinarized, len(data.x_train))
+    spread = model.feature_table()[0][:PRUNE_DIGITS].std(0, correction=0)
+    model.cfg.m1_prune_threshold = float(spread.median())  # some units under it, some over
+    model.loss("m2", data.batch(data.plan_epoch(), 0))
+    assert torch.equal(model.m2.keep, (spread > spread.median()).float())
+    assert 0 < int(model.m2.keep.sum()) < 6
+    with pytest.raises(InvalidValue, match="m1_features"):
+        M1M2.Config(m1_features="never")
+
+
 def test_m1m2_without_a_threshold_keeps_every_unit():
     from dgm_run.models.m1m2 import M1M2
 
@@ -259,7 +325,6 @@ def test_m1m2_without_a_threshold_keeps_every_unit():
 
 
 def test_m1m2_features_of_grey_digits_are_never_binarized_while_m1_trains_on_fresh_draws(monkeypatch):
-    from dgm_run.checks import InvalidValue
     from dgm_run.models.m1m2 import M1M2
 
     torch.manual_seed(0)
@@ -338,7 +403,6 @@ def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer
 
 
 def test_likelihood_heads_of_m1m2s_parts_and_the_semi_supervised_models():
-    from dgm_run.checks import InvalidValue
     from dgm_run.models.m1m2 import M1M2
     from dgm_run.models.vae_family import Bernoulli, Gaussian
 
