@@ -21,7 +21,7 @@ from dgm_run.animation import Animations
 from dgm_run.config import LoggerConfig
 from dgm_run.data.base import DeviceData
 from dgm_run.device import forked_rng
-from dgm_run.metrics import CLASS_TAG
+from dgm_run.metrics import CLASS_TAG, UNLABELLED, set_metric
 from dgm_run.models.base import GenerativeModel
 from dgm_run.tensorboard import TensorBoardLogger
 
@@ -45,8 +45,8 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, step: int) -> dict[str, float]:
-        """Test (eval/) and validation (valid/) metrics, image grids and figures at `step`; the metrics,
-        with the evaluation's wall time, are logged and returned."""
+        """Test (eval/), validation (valid/) and unlabelled (eval/unlabelled_) metrics, image grids and figures
+        at `step`; the metrics, with the evaluation's wall time, are logged and returned."""
         started = time.perf_counter()
         model, data = self.model, self.data
         model.eval()
@@ -74,10 +74,10 @@ class Evaluator:
         self.logger.flush()
         return metrics
 
-    def batch_metrics(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    def batch_metrics(self, x: Tensor, y: Tensor, classifier_only: bool = False) -> dict[str, Tensor]:
         """Per-example metrics of a held-out batch: the error and accuracy of the model's prediction, then the
-        model's own. With data.test_binarize=mean, each is the mean over fresh binarizations of x, and error
-        and accuracy are those of the mean prediction."""
+        model's own unless `classifier_only`. With data.test_binarize=mean, each is the mean over fresh
+        binarizations of x, and error and accuracy are those of the mean prediction."""
         draws = self.data.held_out_draws
         probs: Optional[Tensor] = None
         sums: dict[str, Tensor] = {}
@@ -86,27 +86,30 @@ class Evaluator:
             predicted = self.model.predict(x_drawn)
             if predicted is not None:
                 probs = predicted if probs is None else probs + predicted  # the sum's argmax is the mean's
-            for name, values in self.model.evaluate(x_drawn, y).items():
+            own = {} if classifier_only else self.model.evaluate(x_drawn, y)
+            for name, values in own.items():
                 sums[name] = values.float() if name not in sums else sums[name] + values.float()
         metrics = {} if probs is None else error_and_accuracy(probs, y)
         return {**metrics, **{name: total / draws for name, total in sums.items()}}
 
     def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor,
                         bar: Optional[tqdm] = None) -> dict[str, float]:
-        """The per-example metrics (`batch_metrics`) averaged over a held-out set, and per class where the
-        model asks; `bar` counts the examples done."""
+        """The per-example metrics (`batch_metrics`) averaged over the set `prefix` of data.eval_sets(), and per
+        class where the model asks; `bar` counts the examples done. The unlabelled training digits score the
+        classifier only: their likelihood is not a held-out number."""
+        classifier_only = prefix == UNLABELLED
         sums: dict[str, Tensor] = {}
         k = self.data.n_classes
         for start in range(0, len(x_all), self.batch_size):
             x, y = x_all[start:start + self.batch_size], y_all[start:start + self.batch_size]
-            for name, values in self.batch_metrics(x, y).items():
+            for name, values in self.batch_metrics(x, y, classifier_only).items():
                 sums[name] = sums.get(name, 0) + values.sum()
-                if name in self.model.per_class_metrics:
+                if name in self.model.per_class_metrics and not classifier_only:
                     per_class = torch.zeros(k, device=self.device).index_add_(0, y, values)
                     sums[f"{name}/per_class"] = sums.get(f"{name}/per_class", 0) + per_class
             if bar is not None:
                 names = [name for name in sums if not name.endswith("/per_class")]
-                bar.set_description(f"evaluate {prefix}/ {', '.join(names)}", refresh=False)
+                bar.set_description(f"evaluate {set_metric(prefix, '')} {', '.join(names)}", refresh=False)
                 bar.update(len(x))
         class_counts = torch.bincount(y_all, minlength=k).clamp(min=1).cpu()
         metrics = {}
@@ -116,7 +119,7 @@ class Evaluator:
                 for c, value in enumerate((total.cpu() / class_counts).tolist()):
                     metrics[f"{prefix}{CLASS_TAG}{base}/{c}"] = value
             else:
-                metrics[f"{prefix}/{name}"] = float(total) / len(x_all)
+                metrics[set_metric(prefix, name)] = float(total) / len(x_all)
         return metrics
 
     def _log_images(self, step: int) -> None:

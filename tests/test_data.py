@@ -103,6 +103,6 @@ def test_validation_set_is_held_out_from_training_with_the_split_seed():
     assert int(data.labelled.max()) < 7000  # the labelled digits come from what is left for training
     assert torch.equal(digits(binarize=False, n_validation=1000).x_valid, data.x_valid)
     assert not torch.equal(digits(binarize=False, n_validation=1000, split_seed=1).x_valid, data.x_valid)
-    assert set(data.eval_sets()) == {"eval", "valid"} and set(plain.eval_sets()) == {"eval"}
+    assert set(data.eval_sets()) == {"eval", "valid", "unlabelled"} and set(plain.eval_sets()) == {"eval"}
     with pytest.raises(UserError, match="data.n_validation=8000 leaves no training examples"):
         digits(n_validation=8000)

@@ -17,6 +17,7 @@ from torch import Tensor
 from dgm_run.checks import check, check_choice, check_positive
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
+from dgm_run.metrics import UNLABELLED
 
 
 @dataclass
@@ -42,12 +43,27 @@ class DataConfig:
     # Training examples held out (drawn with split_seed) as a validation set, so that a
     # hyper-parameter search need not tune on the test set; metrics under valid/.
     n_validation: int = 0
+    # Semi-supervised data: up to this many training examples whose labels the model never sees (drawn with
+    # split_seed from those outside the labelled subset) on which the classifier is scored at every evaluation,
+    # eval/unlabelled_error; what the ADGM authors' log calls "valid". 0: none.
+    n_unlabelled_eval: int = 10000
+    # The order of the batches (their unlabelled part on semi-supervised data). shuffle: a new random order
+    # every epoch; fixed: one order drawn with split_seed, the same every epoch (the SDGM authors' code);
+    # class_sorted: sorted by class, within a class in the data set's order, the same every epoch (the code
+    # behind the ADGM authors' published log).
+    unlabelled_order: str = "shuffle"
+    # The labelled part of the batches, cycling through the labelled set. shuffle: in fresh random orders;
+    # fixed: in one order drawn with split_seed, the same sequence every epoch.
+    labelled_order: str = "shuffle"
 
     def __post_init__(self) -> None:
         check_positive(self, "n_labels", "labelled_batch_size", "test_binarizations")
         check(self.n_validation >= 0, "n_validation", f"must be >= 0 (got {self.n_validation})")
+        check(self.n_unlabelled_eval >= 0, "n_unlabelled_eval", f"must be >= 0 (got {self.n_unlabelled_eval})")
         check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
         check_choice(self, "test_binarize", ("once", "grey", "mean"))
+        check_choice(self, "unlabelled_order", ("shuffle", "fixed", "class_sorted"))
+        check_choice(self, "labelled_order", ("shuffle", "fixed"))
 
 
 def bernoulli(p: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -80,6 +96,13 @@ class DataSource:
 
     def load(self) -> Splits:
         raise NotImplementedError
+
+
+def split_generator(cfg: DataConfig, stream: int) -> torch.Generator:
+    """A CPU generator from the split seed, `stream` keeping the fixed draws apart: the binarization of the
+    test digits 0 and of the validation digits 1, the fixed unlabelled order 2, the fixed labelled order 3,
+    the unlabelled evaluation digits 4 and their binarization 5."""
+    return torch.Generator().manual_seed(cfg.split_seed + stream)
 
 
 @dataclass
@@ -136,11 +159,11 @@ class DeviceData:
         self.y_test = splits.y_test.to(device)
         # test_binarize=once: one draw from the split seed, the same digits in every evaluation and run.
         once = cfg.test_binarize == "once"
-        def held_out(x: Tensor, seed: int) -> Tensor:
-            return self._to_float(x, torch.Generator().manual_seed(seed), once).to(device)
-        self.x_test = held_out(splits.x_test, cfg.split_seed)
+        def held_out(x: Tensor, stream: int) -> Tensor:
+            return self._to_float(x, split_generator(cfg, stream), once).to(device)
+        self.x_test = held_out(splits.x_test, 0)
         if self.x_valid is not None:
-            self.x_valid = held_out(self.x_valid, cfg.split_seed + 1)
+            self.x_valid = held_out(self.x_valid, 1)
             self.y_valid = self.y_valid.to(device)
         # test_binarize=mean: the held-out sets stay grey, and each evaluation draws binarizations of them.
         self.fresh_held_out = cfg.test_binarize == "mean" and cfg.binarize and self.is_image
@@ -151,6 +174,32 @@ class DeviceData:
         self.labelled = None
         if cfg.n_labels is not None:
             self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
+        # Training digits outside the labelled subset, scored like a held-out set (eval_sets); their
+        # indices in the training set, in its order.
+        self.unlabelled_eval_index = None
+        if self.labelled is not None and cfg.n_unlabelled_eval:
+            outside = torch.ones(n_train, dtype=torch.bool)
+            outside[self.labelled.cpu()] = False
+            candidates = outside.nonzero().flatten()
+            picked = torch.randperm(len(candidates), generator=split_generator(cfg, 4))[:cfg.n_unlabelled_eval]
+            self.unlabelled_eval_index = candidates[picked].sort().values.to(device)
+            self.x_unlabelled_eval = held_out(x_train[self.unlabelled_eval_index.cpu()], 5)
+            self.y_unlabelled_eval = self.y_train[self.unlabelled_eval_index]
+        # The orders that stay the same every epoch, drawn once; None: drawn afresh by plan_epoch.
+        self.fixed_order = None
+        if cfg.unlabelled_order == "fixed":
+            self.fixed_order = torch.randperm(n_train, generator=split_generator(cfg, 2)).to(device)
+        elif cfg.unlabelled_order == "class_sorted":
+            # Stable: within a class the data set's order, as the ADGM code stacks them (np.where per class).
+            self.fixed_order = torch.sort(y_train, stable=True).indices.to(device)
+        self.fixed_labelled_order = None
+        if self.labelled is not None:
+            n_l = len(self.labelled)
+            # Enough rounds of the labelled set for an epoch's batches, so each label is seen equally often.
+            self.labelled_rounds = math.ceil(self.steps_per_epoch * self.labelled_batch_size / n_l)
+            if cfg.labelled_order == "fixed":
+                once_round = self.labelled[torch.randperm(n_l, generator=split_generator(cfg, 3)).to(device)]
+                self.fixed_labelled_order = once_round.repeat(self.labelled_rounds)
 
     @property
     def samples_per_step(self) -> int:
@@ -181,15 +230,15 @@ class DeviceData:
         return bernoulli(x) if self.fresh_held_out else x
 
     def plan_epoch(self) -> EpochPlan:
-        """Draw the order of the next epoch from the global RNG (saved in checkpoints)."""
+        """The order of the next epoch: the fixed orders, or draws from the global RNG (saved in checkpoints)."""
         device = self.x_train.device
-        order = torch.randperm(len(self.x_train), device=device)
-        labelled_order = None
-        if self.labelled is not None:
-            # Cycle through the labelled set in fresh random orders, so each label is seen equally often.
-            n_l = len(self.labelled)
-            repeats = math.ceil(self.steps_per_epoch * self.labelled_batch_size / n_l)
-            labelled_order = torch.cat([self.labelled[torch.randperm(n_l, device=device)] for _ in range(repeats)])
+        order = self.fixed_order if self.fixed_order is not None else torch.randperm(len(self.x_train), device=device)
+        labelled_order = self.fixed_labelled_order
+        if self.labelled is not None and labelled_order is None:
+            # Every round of the labelled set in a fresh random order, all rounds in one draw: each row of
+            # uniforms sorts into a uniform permutation (float64: ties, which would bias it, do not occur).
+            keys = torch.rand(self.labelled_rounds, len(self.labelled), dtype=torch.float64, device=device)
+            labelled_order = self.labelled[keys.argsort(dim=1)].flatten()
         return EpochPlan(order, labelled_order)
 
     def batch(self, plan: EpochPlan, i: int) -> Batch:
@@ -208,8 +257,11 @@ class DeviceData:
         return self._to_float(self.x_train[index], binarize=False)
 
     def eval_sets(self) -> dict[str, tuple[Tensor, Tensor]]:
-        """The held-out sets by metric prefix: eval/ for the test set, valid/ for the validation set."""
+        """The sets an evaluation scores, by name (dgm_run.metrics.set_metric names their metrics): eval for
+        the test set, valid for the validation set, unlabelled for the unlabelled evaluation digits."""
         sets = {"eval": (self.x_test, self.y_test)}
         if self.x_valid is not None:
             sets["valid"] = (self.x_valid, self.y_valid)
+        if self.unlabelled_eval_index is not None:
+            sets[UNLABELLED] = (self.x_unlabelled_eval, self.y_unlabelled_eval)
         return sets
