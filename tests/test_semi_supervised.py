@@ -313,6 +313,49 @@ def test_m1m2_features_once_choose_the_units_over_the_first_1000_training_digits
         M1M2.Config(m1_features="never")
 
 
+def test_m1m2_paper_experiment_adds_m2s_weight_prior_over_the_number_of_digits():
+    """experiment=m1m2_mnist: M2's optimizer adds the gradient of Kingma's N(0, 1) weight prior divided by the
+    number of digits N, w / N: its step equals Adam's without decay on the loss's gradient plus w / N. M1's
+    phase has no prior."""
+    from dgm_run.config import validate
+    from dgm_run.optim import build_optimizer
+
+    opt_cfg = validate(compose_cfg("experiment=m1m2_mnist")).optimizer
+    decay = opt_cfg.phases["m2"].weight_decay
+    assert decay == pytest.approx(1 / 60_000, rel=0.01)
+    torch.manual_seed(0)
+    with_prior, by_hand = torch.nn.Parameter(torch.randn(6)), torch.nn.Parameter(torch.zeros(6))
+    with torch.no_grad():
+        by_hand.copy_(with_prior)
+    m2_step, m1_step = build_optimizer([with_prior], opt_cfg, "m2"), build_optimizer([by_hand], opt_cfg, "m1")
+    assert m1_step.param_groups[0]["weight_decay"] == 0
+    for _ in range(3):
+        grad = torch.randn(6) * 1e-4  # a loss's gradient as small as the prior's
+        with_prior.grad, by_hand.grad = grad.clone(), grad + by_hand.detach() / 60_000
+        m2_step.step()
+        m1_step.step()
+    torch.testing.assert_close(with_prior, by_hand, rtol=1e-4, atol=1e-7)
+
+
+def test_m1m2_paper_experiment_batches_repeat_exactly_every_epoch():
+    """experiment=m1m2_mnist: the batches (1 labelled + 499 unlabelled digits) are made once, shuffled, and
+    taken in the same order every epoch, each with the same labelled digit (Kingma's learn_yz_x_ss.py)."""
+    from dgm_run.config import validate
+    from dgm_run.data.base import DeviceData, Splits
+
+    rc = validate(compose_cfg("experiment=m1m2_mnist"))
+    x = torch.randint(0, 256, (3000, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    y = torch.arange(3000) % 10
+    data = DeviceData(Splits(x, y, x[:10], y[:10], n_classes=10), rc.data, rc.trainer.batch_size, torch.device("cpu"))
+    epochs = [[data.batch(plan, i) for i in range(data.steps_per_epoch)] for plan in (data.plan_epoch(), data.plan_epoch())]
+    for first, second in zip(*epochs):
+        assert len(first.index) == 499 and len(first.index_labelled) == 1
+        assert torch.equal(first.index, second.index) and torch.equal(first.x, second.x)
+        assert torch.equal(first.index_labelled, second.index_labelled) and torch.equal(first.y_labelled, second.y_labelled)
+    order = torch.cat([b.index for b in epochs[0]])
+    assert len(order.unique()) == len(order) and not torch.equal(order, order.sort().values)  # shuffled once
+
+
 def test_m1m2_without_a_threshold_keeps_every_unit():
     from dgm_run.models.m1m2 import M1M2
 
