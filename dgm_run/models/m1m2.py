@@ -143,6 +143,12 @@ class M1M2(ClassConditional, GenerativeModel):
                                                                device=device)).flatten(1))
                      for start in range(0, self.n_train, FEATURE_CHUNK)]
             self.table = torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
+            threshold = self.cfg.m1_prune_threshold
+            if threshold is not None:  # how many units M2 models says whether M1 has trained long enough
+                spread = self.table[0][:PRUNE_DIGITS].std(0, correction=0)
+                log.info("m1m2: %d of M1's %d units have posterior means that vary by more than %g over the first "
+                         "%d training digits (model.m1_prune_threshold); M2 models those", int((spread > threshold).sum()),
+                         len(spread), threshold, min(PRUNE_DIGITS, self.n_train))
         return self.table
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
