@@ -63,6 +63,10 @@ class Batch:
     y_labelled: Optional[Tensor] = None
     # Where training stands: the trainer's Progress (None outside training).
     progress: Optional[Progress] = None
+    # The positions of x's and x_labelled's examples in the training set, for a model that computed
+    # per-example values of the whole set once (GenerativeModel.training_set); None outside training.
+    index: Optional[Tensor] = None
+    index_labelled: Optional[Tensor] = None
 
 
 @dataclass

@@ -98,6 +98,7 @@ def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
     data = DeviceData(splits, rc.data, rc.trainer.batch_size, device)
     model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
     load_pretrained(model)
+    model.training_set(data.unbinarized, len(data.x_train))
     logger = TensorBoardLogger(run_dir, rc.logger.tensorboard, purge_step=purge_step)
     trainer = Trainer(rc, model, data, run_dir, logger)
     if state is not None:

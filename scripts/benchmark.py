@@ -4,7 +4,7 @@ device's measured matrix-multiply rate; for M2, ADGM and SDGM also a straightfor
     python scripts/benchmark.py                         # all models, paper-sized networks and batches
     python scripts/benchmark.py --models adgm --windows 9 --json bench.json
     python scripts/benchmark.py --tiny --json out.json  # seconds: what CI runs
-    python scripts/benchmark.py --models adgm -- model.samples=1   # dgm-run overrides after the experiment's
+    python scripts/benchmark.py --models adgm --set model.samples=1   # dgm-run overrides after the experiment's
 
 Each model's trainer is built as `dgm-run` builds it (`dgm_run.train.build` on the composed
 experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of MNIST's shape
@@ -12,7 +12,10 @@ experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of M
 `Trainer.train_step`, batch fetch and binarization included, as training runs it.
 
 - samples/s: samples per step (batch_size, + labelled_batch_size for semi-supervised models)
-  over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up.
+  over the median of `--windows` timed windows of `--steps-per-window` steps, after warm-up;
+  s/epoch: the median step's seconds times the steps of an epoch of the synthetic set (MNIST's size).
+  M1+M2's step is M2's, on the features of its (untrained) M1; `--set model.m1_features=step`
+  times it with M1's pass over every batch.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
 - evaluation: the trainer's own averaging of `model.predict` and `model.evaluate` (`average_metrics`:
@@ -62,12 +65,16 @@ from dgm_run.train import build as build_trainer
 from dgm_run.trainer import Trainer
 
 # Paper-sized networks and batches: the experiment file <model>_mnist (vae: M1's 784-500-500-50 on MNIST).
-MODELS = ("vae", "m2", "adgm", "sdgm", "avb", "ddgm")
+MODELS = ("vae", "m2", "m1m2", "adgm", "sdgm", "avb", "ddgm")
+# What a model's timed step needs beyond its experiment: M1+M2's is M2's (an untrained M1's features, the
+# same work as a trained one's), from the first step.
+PHASE = {"m1m2": ["model.m1_epochs=0"]}
 # --tiny: small networks and batches, so that CI runs everything in seconds.
 TINY_BATCH = ["trainer.batch_size=20", "data.labelled_batch_size=20"]
 TINY = {
     "vae": ["model.hidden=[32,32]", "model.z_dim=8"],
     "m2": ["model.hidden=[32]", "model.z_dim=8"],
+    "m1m2": ["model.hidden=[32]", "model.z_dim=8", "model.m1_hidden=[32,32]", "model.m1_z_dim=8"],
     "adgm": ["model.hidden=[32,32]", "model.z_dim=8", "model.a_dim=8"],
     "sdgm": ["model.hidden=[32,32]", "model.z_dim=8", "model.a_dim=8"],
     "avb": ["model.hidden=[32,32]", "model.z_dim=4", "model.noise_dim=4", "model.discriminator_hidden=[32,32]",
@@ -89,8 +96,8 @@ def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
 def overrides(name: str, args: argparse.Namespace) -> list[str]:
     """The dgm-run overrides of this model's benchmark run."""
     return ([f"experiment={name}_mnist", "logger=none", "trainer.progress_bar=false", f"device={args.device}",
-             f"trainer.precision={args.precision}", f"trainer.compile={args.compile}"]
-            + (TINY[name] + TINY_BATCH if args.tiny else []) + args.overrides)
+             f"trainer.precision={args.precision}", f"trainer.compile={args.compile}", *PHASE.get(name, [])]
+            + (TINY[name] + TINY_BATCH if args.tiny else []) + args.set)
 
 
 def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Callable[[Batch], None]:
@@ -116,6 +123,8 @@ def sync(device: torch.device) -> None:
 
 
 def count_flops(step: Callable[[Batch], None], batch: Batch) -> int:
+    """The FLOPs of a step after a first one, which may do one-off work (M1+M2's feature table)."""
+    step(batch)
     with FlopCounterMode(display=False) as counter:
         step(batch)
     return int(counter.get_total_flops())
@@ -222,9 +231,10 @@ class MatmulRate:
                 "flop_per_s": statistics.median(rates), "max_flop_per_s": max(rates)}
 
 
-def figures(flops: int, seconds: list[float], samples: int, peak: float) -> dict[str, Any]:
+def figures(flops: int, seconds: list[float], samples: int, peak: float, steps_per_epoch: int) -> dict[str, Any]:
     median = statistics.median(seconds)
-    return {"flops_per_step": flops, "seconds_per_step": median, "steps_per_s": 1 / median,
+    return {"flops_per_step": flops, "seconds_per_step": median, "seconds_per_epoch": steps_per_epoch * median,
+            "steps_per_s": 1 / median,
             "samples_per_s": samples / median, "flop_per_s": flops / median, "share_of_matmul": flops / median / peak,
             "window_seconds_per_step": seconds}
 
@@ -261,12 +271,12 @@ def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: Mat
               "labelled_batch_size": data.labelled_batch_size, "samples_per_step": samples,
               "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
               "matmul_flop_per_s": peak, "window_matmul_flop_per_s": rates,
-              **figures(flops["real"], seconds["real"], samples, peak), "eval": evaluation}
+              **figures(flops["real"], seconds["real"], samples, peak, data.steps_per_epoch), "eval": evaluation}
     if top is not None:
         result["profile"] = top
     for kind in LABELS:
         if kind in steps:
-            result[kind] = figures(flops[kind], seconds[kind], samples, peak)
+            result[kind] = figures(flops[kind], seconds[kind], samples, peak, data.steps_per_epoch)
     if eager is not None:
         result["graph_speedup"] = result["samples_per_s"] / result["eager"]["samples_per_s"]
     if ref is not None:
@@ -295,11 +305,11 @@ def markdown(report: dict[str, Any]) -> str:
              f"{'' if report['compile'] == 'false' else ', compiled: ' + report['compile']}; "
              f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
              "",
-             "| model | samples/step | samples/s | FLOPs/step | FLOP/s | matmul rate meanwhile | share of matmul |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | samples/step | samples/s | s/epoch | FLOPs/step | FLOP/s | matmul rate meanwhile | share of matmul |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def row(label: str, r: dict[str, Any], samples: int, peak: float) -> str:
-        return (f"| {label} | {samples} | {r['samples_per_s']:.1f} | {si(r['flops_per_step'])} | "
+        return (f"| {label} | {samples} | {r['samples_per_s']:.1f} | {r['seconds_per_epoch']:.2f} | {si(r['flops_per_step'])} | "
                 f"{si(r['flop_per_s'])} | {si(peak)} | {100 * r['share_of_matmul']:.1f} % |")
 
     for r in report["models"].values():
@@ -356,8 +366,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                         help="test digits through the evaluation (default 1000; tiny 40)")
     parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="dgm-run overrides for every model, after the experiment's (e.g. model.samples=1)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="further dgm-run overrides of every model benchmarked, e.g. model.samples=1")
     args = parser.parse_args(argv)
     for key, full, tiny in (("windows", 7, 2), ("steps_per_window", 4, 2), ("warmup", 3, 1), ("eval_digits", 1000, 40)):
         if getattr(args, key) is None:
@@ -386,7 +396,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             eager = (build_trainer(compose([*overrides(name, args), "trainer.cuda_graph=false"]),
                                    Path(tmp) / f"{name}_eager", splits=splits) if trainer.cuda_graph else None)
             r = report["models"][name] = bench_model(name, args, trainer, rate, eager)
-            print(f"{name}: {r['samples_per_s']:.1f} samples/s, {si(r['flops_per_step'], 'FLOP')}/step, "
+            print(f"{name}: {r['samples_per_s']:.1f} samples/s ({r['seconds_per_epoch']:.2f} s per epoch of "
+                  f"{len(splits.x_train)} digits), {si(r['flops_per_step'], 'FLOP')}/step, "
                   f"{100 * r['share_of_matmul']:.1f} % of matmul; evaluation {r['eval']['digits_per_s']:.0f} digits/s, "
                   f"{100 * r['eval']['share_of_matmul']:.1f} % ({r['bench_seconds']:.1f} s)", file=sys.stderr)
     report["total_seconds"] = time.perf_counter() - started

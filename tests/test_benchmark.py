@@ -9,7 +9,7 @@ import sys
 
 from tests.conftest import REPO
 
-MODELS = ("vae", "m2", "adgm", "sdgm", "avb", "ddgm")
+MODELS = ("vae", "m2", "m1m2", "adgm", "sdgm", "avb", "ddgm")
 
 
 def test_tiny_benchmark_reports_every_model(tmp_path):
@@ -44,3 +44,19 @@ def test_tiny_benchmark_reports_every_model(tmp_path):
         # ...and, from the same parameters and the same noise, gives the same loss.
         assert ref["max_rel_diff"] < 1e-5 and ref["max_abs_diff"] < 1e-2, (name, ref)
     assert report["models"]["adgm"]["flop_ratio"] < 0.6
+
+
+def test_m1m2_features_computed_once_take_m1s_pass_out_of_the_step(tmp_path):
+    """The benchmark times M1+M2's M2 step; with the features computed once it does no M1 work per step."""
+    flops = {}
+    for features in ("once", "step"):
+        out = tmp_path / f"{features}.json"
+        done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--tiny", "--device", "cpu",
+                               "--models", "m1m2", "--set", f"model.m1_features={features}", "--json", str(out)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        r = json.loads(out.read_text())["models"]["m1m2"]
+        assert r["seconds_per_epoch"] > 0 and "model.m1_epochs=0" in r["overrides"]
+        flops[features] = r["flops_per_step"]
+    # M1's encoder 784-32-32-16 over 40 digits, forward only: 2 * 40 * (784*32 + 32*32 + 32*16) FLOPs.
+    assert flops["step"] - flops["once"] == 2 * 40 * (784 * 32 + 32 * 32 + 32 * 16)

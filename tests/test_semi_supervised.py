@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dgm_run.checks import InvalidValue
 from dgm_run.data.base import DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models import adgm as adgm_module
@@ -251,6 +252,114 @@ def test_m1m2_prunes_exactly_the_m1_units_at_or_under_the_threshold_at_m2s_first
     assert torch.equal(resumed.m2.keep, keep) and int(resumed.m2_steps) == 2
 
 
+def grey_digit_data(n: int, batch_size: int):
+    """DeviceData of n random grey 4x4 digits of 3 classes, 9 labelled, served unbinarized."""
+    from dgm_run.data.base import DataConfig, DeviceData, Splits
+
+    x = torch.randint(0, 256, (n, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    y = torch.arange(n) % 3
+    cfg = DataConfig(n_labels=9, labelled_batch_size=3, binarize=False)
+    return DeviceData(Splits(x, y, x[:10], y[:10], n_classes=3), cfg, batch_size, torch.device("cpu"))
+
+
+def test_m1m2_features_computed_once_equal_those_computed_at_every_step(monkeypatch):
+    """m1_features=once: q(z1|x) of every training digit computed once and looked up by the batch's positions
+    gives M2 the same features, and so the same loss and gradients, as M1's pass over each batch's digits,
+    with the same draws of z1; M1 encodes the training set once and no batch after it."""
+    from dgm_run.models.m1m2 import M1M2
+
+    data = grey_digit_data(90, 20)
+    sizes = dict(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8])
+    torch.manual_seed(0)
+    per_step = M1M2(M1M2.Config(**sizes), data.spec)
+    once = M1M2(M1M2.Config(**sizes, m1_features="once"), data.spec)
+    once.load_state_dict(per_step.state_dict())
+    once.training_set(data.unbinarized, len(data.x_train))
+    encoded = []
+    encode = once.m1.encode
+    monkeypatch.setattr(once.m1, "encode", lambda x: encoded.append(len(x)) or encode(x))
+    plan = data.plan_epoch()
+    for i in range(3):
+        batch = data.batch(plan, i)
+        terms = {}
+        for name, model in (("step", per_step), ("once", once)):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(i)
+            terms[name] = model.loss("m2", batch)
+            terms[name]["loss"].backward()
+        for key, value in terms["step"].items():
+            torch.testing.assert_close(terms["once"][key], value, rtol=1e-5, atol=1e-5)
+        for p, q in zip(per_step.m2.parameters(), once.m2.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+    assert encoded == [90]  # the whole training set in one pass, at the first step only
+    mu, logvar = encode(data.unbinarized(torch.arange(90)))
+    torch.testing.assert_close(once.table[0], mu)
+    torch.testing.assert_close(once.table[1], logvar)
+    # The agreement is the same draws' doing: another draw of z1 changes the loss.
+    torch.manual_seed(5)
+    other = once.loss("m2", batch)["loss"].detach()
+    assert abs(float(other) - float(terms["once"]["loss"].detach())) > 1e-4
+
+
+def test_m1m2_features_once_choose_the_units_over_the_first_1000_training_digits():
+    from dgm_run.models.m1m2 import PRUNE_DIGITS, M1M2
+
+    data = grey_digit_data(1100, 100)
+    torch.manual_seed(0)
+    model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=6, z_dim=2, hidden=[8], m1_features="once"), data.spec)
+    model.training_set(data.unbinarized, len(data.x_train))
+    spread = model.feature_table()[0][:PRUNE_DIGITS].std(0, correction=0)
+    model.cfg.m1_prune_threshold = float(spread.median())  # some units under it, some over
+    model.loss("m2", data.batch(data.plan_epoch(), 0))
+    assert torch.equal(model.m2.keep, (spread > spread.median()).float())
+    assert 0 < int(model.m2.keep.sum()) < 6
+    with pytest.raises(InvalidValue, match="m1_features"):
+        M1M2.Config(m1_features="never")
+
+
+def test_m1m2_paper_experiment_adds_m2s_weight_prior_over_the_number_of_digits():
+    """experiment=m1m2_mnist: M2's optimizer adds the gradient of Kingma's N(0, 1) weight prior divided by the
+    number of digits N, w / N: its step equals Adam's without decay on the loss's gradient plus w / N. M1's
+    phase has no prior."""
+    from dgm_run.config import validate
+    from dgm_run.optim import build_optimizer
+
+    opt_cfg = validate(compose_cfg("experiment=m1m2_mnist")).optimizer
+    decay = opt_cfg.phases["m2"].weight_decay
+    assert decay == pytest.approx(1 / 60_000, rel=0.01)
+    torch.manual_seed(0)
+    with_prior, by_hand = torch.nn.Parameter(torch.randn(6)), torch.nn.Parameter(torch.zeros(6))
+    with torch.no_grad():
+        by_hand.copy_(with_prior)
+    m2_step, m1_step = build_optimizer([with_prior], opt_cfg, "m2"), build_optimizer([by_hand], opt_cfg, "m1")
+    assert m1_step.param_groups[0]["weight_decay"] == 0
+    for _ in range(3):
+        grad = torch.randn(6) * 1e-4  # a loss's gradient as small as the prior's
+        with_prior.grad, by_hand.grad = grad.clone(), grad + by_hand.detach() / 60_000
+        m2_step.step()
+        m1_step.step()
+    torch.testing.assert_close(with_prior, by_hand, rtol=1e-4, atol=1e-7)
+
+
+def test_m1m2_paper_experiment_batches_repeat_exactly_every_epoch():
+    """experiment=m1m2_mnist: the batches (1 labelled + 499 unlabelled digits) are made once, shuffled, and
+    taken in the same order every epoch, each with the same labelled digit (Kingma's learn_yz_x_ss.py)."""
+    from dgm_run.config import validate
+    from dgm_run.data.base import DeviceData, Splits
+
+    rc = validate(compose_cfg("experiment=m1m2_mnist"))
+    x = torch.randint(0, 256, (3000, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    y = torch.arange(3000) % 10
+    data = DeviceData(Splits(x, y, x[:10], y[:10], n_classes=10), rc.data, rc.trainer.batch_size, torch.device("cpu"))
+    epochs = [[data.batch(plan, i) for i in range(data.steps_per_epoch)] for plan in (data.plan_epoch(), data.plan_epoch())]
+    for first, second in zip(*epochs):
+        assert len(first.index) == 499 and len(first.index_labelled) == 1
+        assert torch.equal(first.index, second.index) and torch.equal(first.x, second.x)
+        assert torch.equal(first.index_labelled, second.index_labelled) and torch.equal(first.y_labelled, second.y_labelled)
+    order = torch.cat([b.index for b in epochs[0]])
+    assert len(order.unique()) == len(order) and not torch.equal(order, order.sort().values)  # shuffled once
+
+
 def test_m1m2_without_a_threshold_keeps_every_unit():
     from dgm_run.models.m1m2 import M1M2
 
@@ -263,7 +372,6 @@ def test_m1m2_without_a_threshold_keeps_every_unit():
 
 
 def test_m1m2_features_of_grey_digits_are_never_binarized_while_m1_trains_on_fresh_draws(monkeypatch):
-    from dgm_run.checks import InvalidValue
     from dgm_run.models.m1m2 import M1M2
 
     torch.manual_seed(0)
@@ -342,7 +450,6 @@ def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer
 
 
 def test_likelihood_heads_of_m1m2s_parts_and_the_semi_supervised_models():
-    from dgm_run.checks import InvalidValue
     from dgm_run.models.m1m2 import M1M2
     from dgm_run.models.vae_family import Bernoulli, Gaussian
 

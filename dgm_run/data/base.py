@@ -249,13 +249,18 @@ class DeviceData:
 
     def batch(self, plan: EpochPlan, i: int) -> Batch:
         index = plan.order[i * self.batch_size:(i + 1) * self.batch_size]
-        batch = Batch(x=self._to_float(self.x_train[index]))
+        batch = Batch(x=self._to_float(self.x_train[index]), index=index)
         if plan.labelled_order is not None:
             lb = self.labelled_batch_size
             index_l = plan.labelled_order[i * lb:(i + 1) * lb]
             batch.x_labelled = self._to_float(self.x_train[index_l])
             batch.y_labelled = self.y_train[index_l]
+            batch.index_labelled = index_l
         return batch
+
+    def unbinarized(self, index: Tensor) -> Tensor:
+        """Training examples at the positions `index` as floats, never binarized (images: grey levels)."""
+        return self._to_float(self.x_train[index], binarize=False)
 
     def eval_sets(self) -> dict[str, tuple[Tensor, Tensor]]:
         """The sets an evaluation scores, by name (dgm_run.metrics.set_metric names their metrics): eval for

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from torch import Tensor, nn
 
@@ -100,6 +100,11 @@ class GenerativeModel(nn.Module):
     def pretrained(self) -> dict[str, tuple[nn.Module, str]]:
         """Parts to load from a checkpoint file before training: {config key: (module, path)}."""
         return {}
+
+    def training_set(self, examples: Callable[[Tensor], Tensor], n: int) -> None:
+        """Given once before training: the `n` training examples, `examples(index)` those at the positions
+        `index` as floats, never binarized. A model that computes per-example values of the whole set once
+        (M1+M2's features) keeps it and reads its batches' positions (Batch.index); others ignore it."""
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:

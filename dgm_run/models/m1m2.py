@@ -8,16 +8,17 @@ run with the same M1 sizes) M1 is loaded instead and `m1_epochs` should be 0.
 in [0, 1]. With `kl_warmup_epochs`, each part's warm-up starts at the first epoch of its phase.
 
 Kingma's code (learn_yz_x_ss.py, gpulearn_z_x.py of dpkingma/nips14-ssl) differs from the plain
-recipe in two ways, each an option here: M1 trains on binarized digits but M2's features are
-those of the grey-level digits (`m1_binarize` with data.binarize=false), and M1's units whose
-posterior mean barely varies over the data are left out of M2 (`m1_prune_threshold`).
+recipe in three ways, each an option here: M1 trains on binarized digits but M2's features are
+those of the grey-level digits (`m1_binarize` with data.binarize=false); M1's units whose
+posterior mean barely varies over the data are left out of M2 (`m1_prune_threshold`); and q(z1|x)
+of every training digit is computed once, z1 drawn from it at every M2 step (`m1_features=once`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,12 @@ from dgm_run.models.vae import VAE
 from dgm_run.models.vae_family import LIKELIHOODS, ClassConditional
 
 log = logging.getLogger(__name__)
+
+# m1_features=once: the units are chosen over the posterior means of the first this many training digits
+# (Kingma's learn_yz_x_ss.py: 1,000 unlabelled digits).
+PRUNE_DIGITS = 1000
+# Training digits per pass of M1's encoder when the features are computed once.
+FEATURE_CHUNK = 10_000
 
 
 class FeatureM2(M2):
@@ -67,13 +74,19 @@ class M1M2(ClassConditional, GenerativeModel):
         m1_epochs: int = 10
         m1_checkpoint: Optional[str] = None
         # M2 leaves out M1's units whose posterior mean barely varies over the data: a standard deviation
-        # at most this over the digits of M2's first batch (Kingma's code: 0.1, over 1,000 unlabelled
-        # training digits). null: M2 models every unit.
+        # at most this over the digits of M2's first batch, or with m1_features=once over the first 1,000
+        # training digits (Kingma's code: 0.1, over 1,000 unlabelled training digits). null: every unit.
         m1_prune_threshold: Optional[float] = None
         # M1 trains on a fresh Bernoulli draw of each batch's pixels, made here, while M2's features come
         # from the digits as the data serves them: with data.binarize=false, M1 models binarized digits and
         # M2 the features of the grey-level ones, as in Kingma's code.
         m1_binarize: bool = False
+        # How M2 gets M1's q(z1|x). step: M1 encodes each batch's digits at every M2 step. once (Kingma's
+        # learn_yz_x_ss.py): the mean and log-variance of every training digit's grey levels are computed
+        # when M2 starts and z1 is drawn from them at every step: the same numbers as step for digits served
+        # unbinarized (data.binarize=false), without M1's pass per step; the units are then chosen over the
+        # first 1,000 training digits. M1 must not train once M2 has started.
+        m1_features: str = "step"
         schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("m1", 1, 0, 10), PhaseStep("m2", 1, 10)])
 
         def __post_init__(self) -> None:
@@ -86,6 +99,7 @@ class M1M2(ClassConditional, GenerativeModel):
             check_sizes(self, "m1_hidden")
             check(self.m1_prune_threshold is None or self.m1_prune_threshold >= 0, "m1_prune_threshold",
                   f"must be >= 0 or null (got {self.m1_prune_threshold})")
+            check_choice(self, "m1_features", ("step", "once"))
             check(not self.m1_binarize or self.m1_likelihood == "bernoulli", "m1_binarize",
                   f"binary pixels need a Bernoulli M1 (got model.m1_likelihood={self.m1_likelihood})")
 
@@ -103,10 +117,39 @@ class M1M2(ClassConditional, GenerativeModel):
         # M2's training steps so far, counted on the device: the units are chosen at the first, and an
         # evaluation before it says that the classifier is untrained.
         self.register_buffer("m2_steps", torch.zeros((), dtype=torch.long))
+        # m1_features=once: the training digits (training_set) and, from M2's first step in this process on,
+        # the mean and log-variance of q(z1|x) of each. Not in checkpoints: a resumed run recomputes them.
+        self.examples: Optional[Callable[[Tensor], Tensor]] = None
+        self.n_train = 0
+        self.table: Optional[tuple[Tensor, Tensor]] = None
 
     def pretrained(self) -> dict[str, tuple[nn.Module, str]]:
         # The checkpoint of a `vae` run, or of an `m1m2` run whose M1 weights are under `m1.`.
         return {"model.m1_checkpoint": (self.m1, self.cfg.m1_checkpoint)} if self.cfg.m1_checkpoint else {}
+
+    def training_set(self, examples: Callable[[Tensor], Tensor], n: int) -> None:
+        self.examples, self.n_train, self.table = examples, n, None
+
+    @torch.no_grad()
+    def feature_table(self) -> tuple[Tensor, Tensor]:
+        """The mean and log-variance of q(z1|x) of every training digit, (N, z1) each, computed by the
+        frozen M1 at the first call (M2's first step; a host branch, taken in an eager step before any
+        capture) in passes of FEATURE_CHUNK digits."""
+        if self.table is None:
+            if self.examples is None:
+                raise RuntimeError("model.m1_features=once needs the training set (training_set) before M2's first step")
+            device = self.m2_steps.device
+            parts = [self.m1.encode(self.examples(torch.arange(start, min(start + FEATURE_CHUNK, self.n_train),
+                                                               device=device)).flatten(1))
+                     for start in range(0, self.n_train, FEATURE_CHUNK)]
+            self.table = torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
+            threshold = self.cfg.m1_prune_threshold
+            if threshold is not None:  # how many units M2 models says whether M1 has trained long enough
+                spread = self.table[0][:PRUNE_DIGITS].std(0, correction=0)
+                log.info("m1m2: %d of M1's %d units have posterior means that vary by more than %g over the first "
+                         "%d training digits (model.m1_prune_threshold); M2 models those", int((spread > threshold).sum()),
+                         len(spread), threshold, min(PRUNE_DIGITS, self.n_train))
+        return self.table
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
         return list((self.m1 if phase == "m1" else self.m2).parameters())
@@ -132,10 +175,17 @@ class M1M2(ClassConditional, GenerativeModel):
         if phase == "m1":
             return self.m1.loss("elbo", Batch(x=self.m1_input(batch.x), progress=batch.progress))
         n = len(batch.x)
-        with torch.no_grad():  # one pass of the frozen M1 over the unlabelled and the labelled digits
-            mu, logvar = self.m1.encode(torch.cat([batch.x, batch.x_labelled]).flatten(1))
+        with torch.no_grad():
+            if self.cfg.m1_features == "once":  # the unlabelled and the labelled digits' rows of the table
+                table_mu, table_logvar = self.feature_table()
+                index = torch.cat([batch.index, batch.index_labelled])
+                mu, logvar = table_mu[index], table_logvar[index]
+                chosen_over = table_mu[:PRUNE_DIGITS]
+            else:  # one pass of the frozen M1 over the unlabelled and the labelled digits
+                mu, logvar = self.m1.encode(torch.cat([batch.x, batch.x_labelled]).flatten(1))
+                chosen_over = mu
             if self.cfg.m1_prune_threshold is not None:
-                self.choose_units(mu)
+                self.choose_units(chosen_over)
             z1 = reparameterize(mu, logvar) * self.m2.keep
         self.m2_steps.add_(1)
         return self.m2.loss("elbo", Batch(x=z1[:n], x_labelled=z1[n:], y_labelled=batch.y_labelled,
