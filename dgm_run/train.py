@@ -32,6 +32,9 @@ EVALUATION_DIR = "evaluation"
 SLOW_EVALUATION_S = 10.0
 # The keys `dgm-run evaluate=` may change: how to evaluate, and where the data is (not what it is).
 EVALUATE_MAY_CHANGE = ("trainer.*", "logger.*", "data.root", "data.test_binarize")
+# Labels a semi-supervised model takes from data chosen without data.n_labels: the papers' benchmark
+# (MNIST with 100 labels), 10 per class of the digits.
+DEFAULT_LABELS = 100
 
 
 def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resume",
@@ -60,6 +63,17 @@ def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
     if saved is None or essence(saved) != essence(cfg):
         raise UserError(f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
                         "or choose another directory")
+
+
+def give_labels(cfg: DictConfig) -> None:
+    """A model that trains on labelled data (M2, ADGM, ...) chosen with data that has no data.n_labels (the
+    default digits) takes DEFAULT_LABELS of them, with a one-line notice, so that `dgm-run model=adgm` runs
+    as typed. The value goes into `cfg`, hence into the run's config.yaml and HParams."""
+    if cfg.data.get("n_labels") is None and target_class(cfg.model, "model").needs_labels:
+        cfg.data.n_labels = DEFAULT_LABELS
+        log.warning("model=%s needs labelled examples: taking data.n_labels=%d (balanced over the classes, drawn "
+                    "with data.split_seed); set data.n_labels=N for another number",
+                    cfg.model._target_.rpartition(".")[2].lower(), DEFAULT_LABELS)
 
 
 def load_pretrained(model: GenerativeModel) -> None:
@@ -119,6 +133,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
         run_dir = Path(resume)
         cfg = resumed_config(run_dir, overrides)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("resume", "evaluate")])
+    if resume is None:
+        give_labels(cfg)  # before auto_resume compares cfg with the run it finds
     if resume is None and (run_dir / CHECKPOINT).exists():
         if not cfg.get("auto_resume"):
             raise UserError(f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
