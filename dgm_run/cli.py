@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Union
@@ -20,6 +21,7 @@ from dgm_run.composition import SCHEMA_GROUP, option_nodes, register_schemas
 from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
+from dgm_run import run_dir as directories
 from dgm_run.run_dir import take_back
 from dgm_run.train import evaluate_run, evaluation_paths, run
 
@@ -154,16 +156,28 @@ def describe(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
+def report_sweep() -> None:
+    """The last lines of a sweep: where its runs are, the table of their results and how to look at them."""
+    if directories.sweep is not None:
+        where = shlex.quote(str(directories.sweep))
+        print(f"sweep: {directories.sweep} (a run directory per job)\n"
+              f"table: python scripts/results_table.py {where}\n"
+              f"see them: tensorboard --logdir {where}", flush=True)
+
+
 def main() -> None:
     # Hydra re-raises composition errors when this is set, so they get our one-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    directories.sweep = None
     try:
         app()
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
         fail(describe(err))
     except UserError as err:  # a sweep ran all its jobs, and some failed
+        report_sweep()
         failed = failed_jobs or [str(err)]
         fail(f"{len(failed)} job(s) of the sweep failed; every job ran: {'; '.join(failed)}")
+    report_sweep()
 
 
 if __name__ == "__main__":

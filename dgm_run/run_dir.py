@@ -19,6 +19,8 @@ from omegaconf import DictConfig
 
 # The outermost directory made for the current single run (None: the run directory existed already).
 made: Optional[Path] = None
+# The directory of the sweep this process runs (None: a single run), for the lines that end it.
+sweep: Optional[Path] = None
 
 
 class RunDirectory(Callback):
@@ -27,7 +29,9 @@ class RunDirectory(Callback):
         made = prepare(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        global sweep
+        sweep = Path(config.hydra.sweep.dir).absolute()
+        prepare(sweep, "hydra.sweep.dir")
 
 
 def take_back(hydra_cfg: DictConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -172,7 +173,16 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
     hint = evaluation_hint(trainer.train_seconds, trainer.eval_seconds)
     if hint:
         log.info(hint)
+    log_results(run_dir, trainer.logger.enabled, "checkpoints/")
     return metrics
+
+
+def log_results(directory: Path, events: bool, more: str = "") -> None:
+    """The last lines of a run or an evaluation, after the progress bars pushed its first lines away: where
+    its results are, and the command that shows them."""
+    log.info("results: %s (%s)", directory, ", ".join(filter(None, (METRICS_FILE, more, "events" if events else ""))))
+    if events:
+        log.info("see them: tensorboard --logdir %s", shlex.quote(str(directory)))
 
 
 def evaluation_hint(train_seconds: float, eval_seconds: float) -> Optional[str]:
@@ -212,6 +222,7 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
         trainer.logger.close()
     checkpoint.write_json(out_dir / METRICS_FILE, metrics)
     log_final(metrics)
+    log_results(out_dir, trainer.logger.enabled)
     return metrics
 
 

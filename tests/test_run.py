@@ -170,6 +170,21 @@ def test_progress_bars_and_log_lines_share_the_terminal(tmp_path):
     assert "wall time: training " in logged[-1] and " s, evaluation " in logged[-1]
 
 
+def test_a_run_and_its_evaluation_end_with_where_their_results_are(tmp_path):
+    """The last lines of the terminal (log and bars on one stream) name the directory, its metrics.json and
+    the TensorBoard command, so that the progress bars cannot push them out of sight."""
+    run_dir = tmp_path / "run"
+    for args, results in (([*TINY, "trainer.progress_bar=true", f"hydra.run.dir={run_dir}"], run_dir),
+                          ([f"evaluate={run_dir}", "trainer.progress_bar=true"], run_dir / "evaluation")):
+        done = subprocess.run([str(Path(sys.executable).with_name("dgm-run")), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout
+        last = [line.split("][INFO] - ")[-1] for line in done.stdout.replace("\r", "\n").strip().splitlines()[-2:]]
+        detail = "metrics.json, checkpoints/, events" if results == run_dir else "metrics.json, events"
+        assert last == [f"results: {results} ({detail})", f"see them: tensorboard --logdir {results}"], done.stdout
+        assert json.loads((results / "metrics.json").read_text())["step"] == 30
+
+
 def test_fresh_run_refuses_a_directory_that_holds_a_run(cli, tmp_path):
     run_dir = tmp_path / "run"
     assert cli(*TINY, f"hydra.run.dir={run_dir}")[0] == 0

@@ -35,6 +35,10 @@ def results_table(*args: str) -> subprocess.CompletedProcess:
 def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
     done = sweep(tmp_path / "sweep", "model.z_dim=4,8", "seed=0,1", "data.n_validation=500")
     assert done.returncode == 0, done.stderr
+    # The sweep's last lines: where it is, the table of its results, the TensorBoard command.
+    assert done.stdout.strip().splitlines()[-3:] == [
+        f"sweep: {tmp_path / 'sweep'} (a run directory per job)", f"table: python scripts/results_table.py {tmp_path / 'sweep'}",
+        f"see them: tensorboard --logdir {tmp_path / 'sweep'}"]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     assert [p.parent.name for p in jobs] == ["0", "1", "2", "3"]
     seen = set()
