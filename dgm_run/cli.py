@@ -141,7 +141,7 @@ def describe(err: Exception) -> str:
         group, _, option = (err.missing_cfg_file or "").rpartition("/")
         message = f"{group}={option} is not a known option; choose one of: {', '.join(sorted(err.options))}"
         extra = PLUGIN_EXTRAS.get(f"{group}/{option}")
-        return message + (f" (the plugin is not installed: pip install \"dgm-run[{extra}]\")" if extra else "")
+        return message + (f" (the plugin is not installed: pip install \".[{extra}]\" in the dgm-run clone)" if extra else "")
     cause = err.__cause__
     full_key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and full_key and not isinstance(

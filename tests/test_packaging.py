@@ -1,12 +1,18 @@
-"""`pip wheel .` builds a wheel whose dgm-run finds its configs from any directory."""
+"""`pip wheel .` builds a wheel whose dgm-run finds its configs from any directory; every package that dgm-run
+and its scripts import is one it declares."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import subprocess
 import sys
 import sysconfig
 import venv
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO, config_options
 
@@ -43,3 +49,31 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     # The embedded digits ship inside the wheel.
     assets = site / "dgm_run" / "data" / "assets"
     assert (assets / "t10k-images-idx3-ubyte.gz").stat().st_size > 1_000_000
+
+
+def imported_modules(folder: Path) -> set[str]:
+    """The top-level modules that the Python files under `folder` import (relative imports left out)."""
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_every_imported_package_is_declared():
+    """A wheel installed into a fresh environment brings what dgm-run and its scripts import: every module
+    they import is the standard library's, their own, or one of a declared dependency's distributions."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    declared = {re.split(r"[<>=!~ \[;]", requirement)[0].lower()
+                for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    own = {"dgm_run", "curves"}  # the package, and scripts/curves.py, which its sibling scripts import
+    third_party = (imported_modules(REPO / "dgm_run") | imported_modules(REPO / "scripts")) - own - set(
+        sys.stdlib_module_names)
+    undeclared = {module: distributions.get(module) for module in third_party
+                  if not {d.lower() for d in distributions.get(module, [])} & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    assert {"torch", "numpy", "PIL", "yaml", "hydra"} <= third_party  # the check saw the imports

@@ -107,7 +107,7 @@ def test_unknown_objective_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason='submitit launcher not installed (pip install "dgm-run[slurm]")')
+                    reason='submitit launcher not installed (pip install ".[slurm]")')
 def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
     done = sweep(tmp_path / "sweep", "launcher=submitit_local", "seed=0,1")
     assert done.returncode == 0, done.stderr
@@ -118,7 +118,7 @@ def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
-                    reason='Optuna sweeper not installed (pip install "dgm-run[optuna]")')
+                    reason='Optuna sweeper not installed (pip install ".[optuna]")')
 def test_optuna_search_of_four_trials_minimises_the_validation_error(tmp_path):
     done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
                  "data.n_validation=500", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2",
