@@ -152,6 +152,10 @@ def test_a_model_run_without_its_experiment_names_it():
     assert experiment_notice(choices(model="avb", data="mnist", experiment="avb_mnist")) is None
     assert experiment_notice(choices(model="vae", data="mnist")) is None  # vae_mnist sets no model or data value
     assert experiment_notice(choices(model="vae", data="digits")) is None
+    # A search of the project's own (hparams_search=adgm_optuna: model=adgm, data=mnist_100labels) sets its values.
+    assert experiment_notice(choices(model="adgm", data="mnist_100labels")).split("; ")[1].startswith(
+        "experiment=adgm_mnist ")
+    assert experiment_notice(choices(model="adgm", data="mnist_100labels", hparams_search="adgm_optuna")) is None
 
 
 def test_progress_bars_and_log_lines_share_the_terminal(tmp_path):

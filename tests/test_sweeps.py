@@ -88,9 +88,13 @@ def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
 def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
     done = sweep(tmp_path / "sweep", "model.hidden=[16],[-3],[8]")
     assert done.returncode == 2
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1 (")
-    assert "model.hidden: layer sizes must be positive integers (got [-3])" in last
+    # One line when the job fails, one when the sweep ends: Hydra does not report the job again.
+    job_line, last = done.stderr.strip().splitlines()
+    assert job_line.startswith("dgm-run: error: job 1 (") and " model.hidden=[-3] " in job_line and job_line.endswith(
+        ") failed: model.hidden: layer sizes must be positive integers (got [-3])")
+    assert last == ("dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1: model.hidden: layer sizes "
+                    "must be positive integers (got [-3])")
+    assert done.stdout.strip().splitlines()[-3] == f"sweep: {tmp_path / 'sweep'} (a run directory per job)"
     assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "2"]
     table = results_table(str(tmp_path / "sweep")).stdout
     assert "failed: job 1 (model.hidden=[-3]): model.hidden: layer sizes must be positive integers" in table
@@ -124,9 +128,32 @@ def test_optuna_search_of_four_trials_minimises_the_validation_error(tmp_path):
                  "data.n_validation=500", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2",
                  "hydra.sweeper.n_trials=4")
     assert done.returncode == 0, done.stderr
+    assert_quiet(done)
     results = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
     errors = [json.loads(p.read_text())["valid/error"] for p in (tmp_path / "search").glob("*/metrics.json")]
     assert len(errors) == 4
     assert results["best_value"] == pytest.approx(min(errors))  # the app returned valid/error to the sweeper
     # model.hidden, fixed on the command line (TINY_JOB), leaves the search space.
     assert set(results["best_params"]) == {"optimizer.lr", "model.alpha"}
+
+
+def assert_quiet(done: subprocess.CompletedProcess) -> None:
+    """No colour codes, nothing from the libraries the sweeper plugins import (Optuna's own lines, alembic's)."""
+    output = done.stdout + done.stderr
+    assert "\x1b[" not in output and "setup plugin" not in output and "A new study created" not in output, output
+    assert "Error executing job" not in output, output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
+                    reason='Optuna sweeper not installed (pip install ".[optuna]")')
+def test_failed_trials_of_a_search_are_one_line_each_and_the_search_goes_on(tmp_path):
+    done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
+                 "model.alpha=-1", "hydra.sweeper.n_trials=3")
+    assert done.returncode == 2
+    assert_quiet(done)
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines[:3]] == [f"dgm-run: error: job {n}" for n in range(3)]
+    assert all(line.endswith(") failed: model.alpha: must be >= 0 (got -1.0)") for line in lines[:3])
+    assert lines[3].startswith("dgm-run: error: 3 job(s) of the sweep failed; every job ran: job 0: model.alpha")
+    assert len(lines) == 4
+    assert sorted(p.parent.name for p in (tmp_path / "search").glob("*/error.txt")) == ["0", "1", "2"]
