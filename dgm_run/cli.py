@@ -42,6 +42,8 @@ OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resum
 OmegaConf.register_new_resolver(
     "dgm_gpu_for_job", lambda: gpu_for_job(OmegaConf.select(HydraConfig.get(), "job.num", default=0) or 0),
     replace=True)
+# A sweep job's directory: outputs/multirun/DATE/TIME/<job_name(...)>.
+OmegaConf.register_new_resolver("dgm_job_name", directories.job_name, replace=True)
 # The groups `dgm-run --help` lists: those users choose from, not Hydra's own nor the schemas.
 OmegaConf.register_new_resolver(
     "dgm_config_groups", lambda: GlobalHydra.instance().hydra.format_config_groups(
@@ -72,7 +74,7 @@ def app(cfg: DictConfig) -> dict[str, float]:
             notice = None if cfg.get("resume") is not None else experiment_notice(hydra_cfg.runtime.choices)
             if notice:
                 log.warning(notice)
-            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides)
+            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides, group_choices(hydra_cfg.runtime.choices))
         return objective(metrics, cfg.get("objective"))
     except UserError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -107,6 +109,13 @@ class QuietLibraries(Callback):
             optuna.logging.disable_default_handler()
             optuna.logging.enable_propagation()
             optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def group_choices(choices: DictConfig) -> dict[str, str]:
+    """The options chosen in the config groups users choose from (not Hydra's own nor the schemas), as typed
+    (model=adgm, data=digits, ...), model and data first: what the HParams dashboard shows beside the values."""
+    chosen = {group: str(option) for group, option in choices.items() if "/" not in group and option is not None}
+    return dict(sorted(chosen.items(), key=lambda item: item[0] not in ("model", "data")))
 
 
 def experiment_notice(choices: DictConfig) -> Optional[str]:
@@ -188,9 +197,11 @@ def report_sweep() -> None:
 
 
 def failed_jobs(sweep: Path, since: float) -> list[str]:
-    """The jobs of the sweep started at `since` that failed, each with its error (the error.txt it wrote)."""
+    """The jobs of the sweep started at `since` that failed, each by its number with its error (the error.txt it
+    wrote in its directory, which the number starts)."""
     written = [path for path in sweep.glob(f"*/{ERROR_FILE}") if path.stat().st_mtime >= int(since)]
-    return [f"job {path.parent.name}: {path.read_text().strip()}" for path in sorted(written, key=os.path.getmtime)]
+    return [f"job {path.parent.name.split('_')[0]}: {path.read_text().strip()}"
+            for path in sorted(written, key=os.path.getmtime)]
 
 
 def main() -> None:

@@ -127,8 +127,11 @@ def redone_from(state: Optional[dict[str, Any]]) -> Optional[int]:
     return state["step"] + (state.get("evaluated_step") == state["step"])
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics."""
+def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
+        choices: Optional[dict[str, str]] = None) -> dict[str, float]:
+    """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics.
+    `choices`: the config groups' options the run was composed from (model=adgm, ...), which its HParams
+    record holds first, before every value of the config."""
     resume = cfg.get("resume")
     if resume is not None:
         run_dir = Path(resume)
@@ -150,7 +153,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = ()) -> dict[s
         full = complete(cfg)
         OmegaConf.save(full, run_dir / CONFIG_FILE)
         # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
-        trainer.logger.session_start(flatten(full))
+        trainer.logger.session_start({**(choices or {}), **flatten(full)})
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data

@@ -1,7 +1,7 @@
 """The README's code blocks that train run as written, shortened: every command of such a block, in order, with
 tiny step counts and sizes added (keys the command does not set), offline (`data.root=DIR` is the real MNIST
 folder of DGM_RUN_MNIST_ROOT, or a folder of images for data=image_folder; a block that needs MNIST is
-skipped without it), its placeholders (outputs/DATE/TIME, SWEEP) the directories its earlier commands made."""
+skipped without it), its placeholders (outputs/DATE/TIME_MODEL_DATA, SWEEP) the directories its earlier commands made."""
 
 from __future__ import annotations
 
@@ -132,8 +132,8 @@ def placed(command: str, cwd: Path) -> list[str]:
             word = str(cwd / "sweep")
         if "outputs/multirun/DATE/TIME" in word:
             word = word.replace("outputs/multirun/DATE/TIME", latest("outputs/multirun/*/*", cwd))
-        elif "outputs/DATE/TIME" in word:
-            word = word.replace("outputs/DATE/TIME", latest("outputs/[0-9]*/*", cwd))
+        elif "outputs/DATE/TIME_MODEL_DATA" in word:
+            word = word.replace("outputs/DATE/TIME_MODEL_DATA", latest("outputs/[0-9]*/*", cwd))
         words.append(word)
     return words
 
