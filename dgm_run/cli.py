@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
-from typing import NoReturn, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from hydra_plugins.dgm_run_search import OptunaSearch
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from dgm_run import run_dir as directories
 from dgm_run.composition import SCHEMA_GROUP, option_nodes, register_schemas
 from dgm_run.device import gpu_for_job
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.metrics import headline
-from dgm_run.run_dir import take_back
+from dgm_run.run_dir import ERROR_FILE, take_back
 from dgm_run.search import trial_reporter
 from dgm_run.train import evaluate_run, evaluation_paths, run
 
 log = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 2
-ERROR_FILE = "error.txt"
 
 # A resumed run reuses its own directory and keeps the .hydra/ files of its first start; an evaluation
 # writes into the evaluation/ folder of the run it evaluates (evaluation-best/ for its best.pt).
@@ -41,6 +44,8 @@ OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resum
 OmegaConf.register_new_resolver(
     "dgm_gpu_for_job", lambda: gpu_for_job(OmegaConf.select(HydraConfig.get(), "job.num", default=0) or 0),
     replace=True)
+# A sweep job's directory: outputs/multirun/DATE/TIME/<job_name(...)>.
+OmegaConf.register_new_resolver("dgm_job_name", directories.job_name, replace=True)
 # The groups `dgm-run --help` lists: those users choose from, not Hydra's own nor the schemas.
 OmegaConf.register_new_resolver(
     "dgm_config_groups", lambda: GlobalHydra.instance().hydra.format_config_groups(
@@ -55,10 +60,6 @@ Plugins.instance().register(OptunaSearch)
 # Hydra plugins that come with an optional extra of the package.
 PLUGIN_EXTRAS = {"hydra/launcher/joblib": "joblib",
                  "hydra/launcher/submitit_slurm": "slurm", "hydra/launcher/submitit_local": "slurm"}
-
-# Jobs of this process's sweep that ended in a user error, reported again when the sweep ends.
-failed_jobs: list[str] = []
-
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     print(f"dgm-run: error: {message}", file=sys.stderr)
@@ -78,18 +79,19 @@ def app(cfg: DictConfig) -> dict[str, float]:
             notice = None if cfg.get("resume") is not None else experiment_notice(hydra_cfg.runtime.choices)
             if notice:
                 log.warning(notice)
-            reporter = trial_reporter(cfg.get("objective"), hydra_cfg.sweeper)
-            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides, on_epoch_end=reporter)
+            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides, group_choices(hydra_cfg.runtime.choices),
+                          on_epoch_end=trial_reporter(cfg.get("objective"), hydra_cfg.sweeper))
         return objective(metrics, cfg.get("objective"))
     except UserError as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            # Reported now, and the sweep goes on; the launcher records the job as failed.
+            # Reported now, in one line, and the sweep goes on. The job's directory says why it has no
+            # metrics.json (scripts/results_table.py shows it), and main() names the failed jobs from those
+            # files when the sweep ends, whichever process ran them. The job returns rather than raises, so that
+            # Hydra does not report it a second time.
             job = f"job {hydra_cfg.job.num} ({' '.join(overrides) or 'no overrides'})"
-            failed_jobs.append(f"{job}: {err}")
             print(f"dgm-run: error: {job} failed: {err}", file=sys.stderr)
-            # The job's directory says why it has no metrics.json (scripts/results_table.py shows it).
             (Path(hydra_cfg.runtime.output_dir) / ERROR_FILE).write_text(f"{err}\n")
-            raise
+            return worst_value(hydra_cfg) if cfg.get("objective") is not None else {}
         take_back(hydra_cfg)
         fail(str(err))
     except Interrupted as err:
@@ -99,11 +101,35 @@ def app(cfg: DictConfig) -> dict[str, float]:
         sys.exit(128 + err.signum)
 
 
+class QuietLibraries(Callback):
+    """Keeps what sweeper plugins bring along out of dgm-run's output (configs/config.yaml, hydra.callbacks):
+    alembic, which Optuna imports, lists its plugins at INFO through the root logger, and Optuna writes its
+    own lines, with colour codes, to stderr (study created, every trial, which Hydra's sweeper lines already
+    say). Before the sweeper is made, both are set to warnings, and Optuna's go through the log's handlers."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")):
+            import optuna  # the sweeper imports it next; here first, so that its logging can be set
+
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def group_choices(choices: DictConfig) -> dict[str, str]:
+    """The options chosen in the config groups users choose from (not Hydra's own nor the schemas), as typed
+    (model=adgm, data=digits, ...), model and data first: what the HParams dashboard shows beside the values."""
+    chosen = {group: str(option) for group, option in choices.items() if "/" not in group and option is not None}
+    return dict(sorted(chosen.items(), key=lambda item: item[0] not in ("model", "data")))
+
+
 def experiment_notice(choices: DictConfig) -> Optional[str]:
     """A line naming the experiment made for this model on this data, when the run goes without it and that
     experiment sets the model's or the data's values (e.g. model=avb is sized for its toy data, and
-    experiment=avb_mnist for MNIST); None otherwise."""
-    if choices.get("experiment") is not None:
+    experiment=avb_mnist for MNIST); None otherwise, and for the trials of a search (hparams_search), which
+    chooses its own values."""
+    if choices.get("experiment") is not None or choices.get("hparams_search") is not None:
         return None
     for name, node in option_nodes("experiment").items():
         chosen = {key.removeprefix("override /"): value for entry in node.get("defaults", [])
@@ -113,6 +139,12 @@ def experiment_notice(choices: DictConfig) -> Optional[str]:
             return (f"model={choices.model} data={choices.data} runs the model's own defaults; "
                     f"experiment={name} has the settings for this data ({', '.join(sets)})")
     return None
+
+
+def worst_value(hydra_cfg: DictConfig) -> float:
+    """What a failed trial of a search returns: the worst value in the search's direction, which Optuna records
+    like any other (it refuses NaN, and a raised error would end the whole search)."""
+    return float("-inf") if OmegaConf.select(hydra_cfg, "sweeper.direction") == "maximize" else float("inf")
 
 
 def objective(metrics: dict[str, float], name: Optional[str]) -> Union[float, dict[str, float]]:
@@ -146,7 +178,7 @@ def describe(err: Exception) -> str:
         group, _, option = (err.missing_cfg_file or "").rpartition("/")
         message = f"{group}={option} is not a known option; choose one of: {', '.join(sorted(err.options))}"
         extra = PLUGIN_EXTRAS.get(f"{group}/{option}")
-        return message + (f" (the plugin is not installed: pip install \"dgm-run[{extra}]\")" if extra else "")
+        return message + (f" (the plugin is not installed: pip install \".[{extra}]\" in the dgm-run clone)" if extra else "")
     cause = err.__cause__
     full_key = getattr(cause, "full_key", None)
     if isinstance(cause, OmegaConfBaseException) and full_key and not isinstance(
@@ -161,17 +193,39 @@ def describe(err: Exception) -> str:
     return " ".join(str(err).split())
 
 
+def report_sweep() -> None:
+    """The last lines of a sweep: where its runs are, the table of their results and how to look at them."""
+    if directories.sweep is not None:
+        where = shlex.quote(str(directories.sweep))
+        print(f"sweep: {directories.sweep} (a run directory per job)\n"
+              f"table: python scripts/results_table.py {where}\n"
+              f"see them: tensorboard --logdir {where}", flush=True)
+
+
+def failed_jobs(sweep: Path, since: float) -> list[str]:
+    """The jobs of the sweep started at `since` that failed, each by its number with its error (the error.txt it
+    wrote in its directory, which the number starts)."""
+    written = [path for path in sweep.glob(f"*/{ERROR_FILE}") if path.stat().st_mtime >= int(since)]
+    return [f"job {path.parent.name.split('_')[0]}: {path.read_text().strip()}"
+            for path in sorted(written, key=os.path.getmtime)]
+
+
 def main() -> None:
     # Hydra re-raises composition errors when this is set, so they get our one-line report.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    directories.sweep = None
+    started = time.time()
     try:
         app()
     except (ConfigCompositionException, OverrideParseException, OmegaConfBaseException) as err:
         fail(describe(err))
-    except UserError as err:  # a sweep ran all its jobs, and some failed; or a sweeper's own setting is wrong
-        if not failed_jobs:
-            fail(str(err))
-        fail(f"{len(failed_jobs)} job(s) of the sweep failed; every job ran: {'; '.join(failed_jobs)}")
+    except UserError as err:  # a sweeper's own setting (hydra.sweeper.*), found before any job ran
+        fail(str(err))
+    if directories.sweep is not None:
+        report_sweep()
+        failed = failed_jobs(directories.sweep, started)
+        if failed:
+            fail(f"{len(failed)} job(s) of the sweep failed; every job ran: {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,18 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+# What a sweep's job that failed on a user error writes into its directory, instead of metrics.json.
+ERROR_FILE = "error.txt"
+
 # The outermost directory made for the current single run (None: the run directory existed already).
 made: Optional[Path] = None
+# The directory of the sweep this process runs (None: a single run), for the lines that end it.
+sweep: Optional[Path] = None
 
 
 class RunDirectory(Callback):
@@ -27,7 +32,30 @@ class RunDirectory(Callback):
         made = prepare(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
+        global sweep
+        sweep = Path(config.hydra.sweep.dir).absolute()
+        prepare(sweep, "hydra.sweep.dir")
+
+
+# Overrides a job's directory name leaves out: the model and data it names already, and where things are, where
+# or how a run runs or is shown, which do not say what it is.
+UNNAMED = ("model", "data", "data.root", "device", "device.index", "launcher", "resume", "evaluate", "auto_resume",
+           "trainer.progress_bar", "trainer.threads")
+# A job's directory name at most, in bytes (a file name may have 255); its number keeps a shortened one unique.
+JOB_NAME_BYTES = 200
+
+
+def job_name(num: int, model: str, data: str, overrides: Sequence[str]) -> str:
+    """The directory of a sweep's job (configs/config.yaml, hydra.sweep.subdir): its number (unique, in launch
+    order), model and data, then its overrides, e.g. 3_adgm_digits_seed=1,model.z_dim=8; a '/' in a value is
+    written %2F, so that it makes no folder."""
+    named = []
+    for override in overrides:
+        key = override.lstrip("+~").split("=")[0]
+        if key not in UNNAMED and not key.startswith("hydra."):
+            named.append(override.replace("/", "%2F"))
+    name = "_".join([str(num), model, data, *([",".join(named)] if named else [])])
+    return name.encode()[:JOB_NAME_BYTES].decode(errors="ignore")
 
 
 def take_back(hydra_cfg: DictConfig) -> None:

@@ -4,7 +4,7 @@ same command and several processes share one study, and whose trials are pruned 
 evaluations.
 
 The sweeper asks the study for a batch of trials, launches one job per trial through Hydra's launcher
-(basic, joblib, SLURM) into SWEEP_DIR/trial_<number>, and tells the study each job's objective, or that it
+(basic, joblib, SLURM), numbered as its trial, and tells the study each job's objective, or that it
 was pruned or failed. A job learns its trial from the environment (DGM_RUN_TRIAL, DGM_RUN_STORAGE, set
 through hydra.job.env_set) and reports its objective at every evaluation; when the pruner says so, it stops
 training there. Trials that a signal interrupted are recorded as failed and do not count towards n_trials,
@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run.errors import UserError
-
+from dgm_run.run_dir import ERROR_FILE
 if TYPE_CHECKING:
     import optuna
 
@@ -118,29 +118,43 @@ def run_search(cfg: DictConfig, sweep_dir: Path, arguments: list[str],
     while (missing := cfg.n_trials - counted(study)) > 0:
         trials = [study.ask(space) for _ in range(min(cfg.n_jobs, missing))]
         env = [f"+hydra.job.env_set.{STORAGE_ENV}='{cfg.storage or url}'"]
-        jobs = [[*fixed, *overrides_of(t), f"hydra.sweep.subdir=trial_{t.number}",
-                 f"+hydra.job.env_set.{TRIAL_ENV}={t.number}", *env] for t in trials]
         try:
-            returns = launch(jobs, trials[0].number)
+            returns = []
+            # Launched so that a job's number is its trial's (another process may hold the numbers between).
+            for group in consecutive(trials):
+                returns += launch([[*fixed, *overrides_of(t), f"+hydra.job.env_set.{TRIAL_ENV}={t.number}", *env]
+                                   for t in group], group[0].number)
         except BaseException:
             for t in trials:  # a signal or a crash: these trials are to be run again
                 t.set_user_attr("interrupted", True)
                 study.tell(t, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             raise
         for t, ret in zip(trials, returns):
-            frozen = _frozen(study, t.number)
-            if ret.status != JobStatus.COMPLETED:
+            run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            t.set_user_attr("run_dir", str(run_dir))
+            if ret.status != JobStatus.COMPLETED or (run_dir / ERROR_FILE).is_file():
                 study.tell(t, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-                failure = failure or ret
-            elif "pruned_at_epoch" in frozen.user_attrs:
+                failure = failure or (ret if ret.status != JobStatus.COMPLETED else None)
+            elif "pruned_at_epoch" in _frozen(study, t.number).user_attrs:
                 study.tell(t, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             else:
                 study.tell(t, float(ret.return_value), skip_if_finished=True)
-            write_trial(Path(ret.hydra_cfg.hydra.runtime.output_dir), _frozen(study, t.number), cfg)
+            write_trial(run_dir, _frozen(study, t.number), cfg)
     write_results(study, sweep_dir)
     if failure is not None:
         _ = failure.return_value  # raises the failed job's error, as Hydra's own sweepers do
     return study
+
+
+def consecutive(trials: list[Any]) -> list[list[Any]]:
+    """The trials in runs of consecutive numbers."""
+    groups: list[list[Any]] = []
+    for t in trials:
+        if groups and groups[-1][-1].number + 1 == t.number:
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    return groups
 
 
 def _frozen(study: "optuna.Study", number: int) -> "optuna.trial.FrozenTrial":
@@ -166,7 +180,7 @@ def write_results(study: "optuna.Study", sweep_dir: Path) -> None:
     results = {"name": study.study_name, "trials": states}
     if best is not None:
         results.update(best_value=best.value, best_params=best.params, best_trial=best.number,
-                       best_run_dir=str(sweep_dir / f"trial_{best.number}"))
+                       best_run_dir=best.user_attrs.get("run_dir"))
     (sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
     if best is not None:
         log.info("best trial %d: %s %g, run directory %s", best.number, study.study_name, best.value,

@@ -70,7 +70,9 @@ class TensorBoardLogger:
                                       label_img=images.detach().float().cpu(), global_step=step, tag="latent")
 
     def session_start(self, config: dict[str, Any]) -> None:
-        """The run's hyper-parameters (the flattened config), on disk at once: a killed run shows them too."""
+        """The run's hyper-parameters (the config groups' options, then the flattened config), on disk at once:
+        a killed run shows them too. The dashboard orders its columns by name, those that differ between the
+        runs first: a group's option (`data`: digits) comes before its values (`data._target_`, ...)."""
         if self.writer:
             start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
             for key, value in config.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -33,6 +34,9 @@ EVALUATION_DIR = "evaluation"
 SLOW_EVALUATION_S = 10.0
 # The keys `dgm-run evaluate=` may change: how to evaluate, and where the data is (not what it is).
 EVALUATE_MAY_CHANGE = ("trainer.*", "logger.*", "data.root", "data.test_binarize")
+# Labels a semi-supervised model takes from data chosen without data.n_labels: the papers' benchmark
+# (MNIST with 100 labels), 10 per class of the digits.
+DEFAULT_LABELS = 100
 
 
 def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resume",
@@ -61,6 +65,17 @@ def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
     if saved is None or essence(saved) != essence(cfg):
         raise UserError(f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
                         "or choose another directory")
+
+
+def give_labels(cfg: DictConfig) -> None:
+    """A model that trains on labelled data (M2, ADGM, ...) chosen with data that has no data.n_labels (the
+    default digits) takes DEFAULT_LABELS of them, with a one-line notice, so that `dgm-run model=adgm` runs
+    as typed. The value goes into `cfg`, hence into the run's config.yaml and HParams."""
+    if cfg.data.get("n_labels") is None and target_class(cfg.model, "model").needs_labels:
+        cfg.data.n_labels = DEFAULT_LABELS
+        log.warning("model=%s needs labelled examples: taking data.n_labels=%d (balanced over the classes, drawn "
+                    "with data.split_seed); set data.n_labels=N for another number",
+                    cfg.model._target_.rpartition(".")[2].lower(), DEFAULT_LABELS)
 
 
 def load_pretrained(model: GenerativeModel) -> None:
@@ -116,14 +131,19 @@ def redone_from(state: Optional[dict[str, Any]]) -> Optional[int]:
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
+        choices: Optional[dict[str, str]] = None,
         on_epoch_end: Optional[Callable[[Trainer], bool]] = None) -> dict[str, float]:
     """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics.
-    `on_epoch_end`: the trainer's hook of that name (a search's pruning)."""
+    `choices`: the config groups' options the run was composed from (model=adgm, ...), which its HParams
+    record holds first, before every value of the config. `on_epoch_end`: the trainer's hook of that name
+    (a search's pruning)."""
     resume = cfg.get("resume")
     if resume is not None:
         run_dir = Path(resume)
         cfg = resumed_config(run_dir, overrides)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("resume", "evaluate")])
+    if resume is None:
+        give_labels(cfg)  # before auto_resume compares cfg with the run it finds
     if resume is None and (run_dir / CHECKPOINT).exists():
         if not cfg.get("auto_resume"):
             raise UserError(f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
@@ -139,8 +159,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
         full = complete(cfg)
         OmegaConf.save(full, run_dir / CONFIG_FILE)
         # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
-        trainer.logger.session_start({**flatten(full), **{f"provenance.{key}": value for key, value
-                                                          in provenance(trainer.device).items() if value is not None}})
+        trainer.logger.session_start({**(choices or {}), **flatten(full), **{
+            f"provenance.{key}": value for key, value in provenance(trainer.device).items() if value is not None}})
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data
@@ -163,7 +183,16 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
     hint = evaluation_hint(trainer.train_seconds, trainer.eval_seconds)
     if hint:
         log.info(hint)
+    log_results(run_dir, trainer.logger.enabled, "checkpoints/")
     return metrics
+
+
+def log_results(directory: Path, events: bool, more: str = "") -> None:
+    """The last lines of a run or an evaluation, after the progress bars pushed its first lines away: where
+    its results are, and the command that shows them."""
+    log.info("results: %s (%s)", directory, ", ".join(filter(None, (METRICS_FILE, more, "events" if events else ""))))
+    if events:
+        log.info("see them: tensorboard --logdir %s", shlex.quote(str(directory)))
 
 
 def evaluation_hint(train_seconds: float, eval_seconds: float) -> Optional[str]:
@@ -203,6 +232,7 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
         trainer.logger.close()
     checkpoint.write_json(out_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
     log_final(metrics)
+    log_results(out_dir, trainer.logger.enabled)
     return metrics
 
 

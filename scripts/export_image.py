@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Export an image a run logged to TensorBoard (a sample grid, `manifold`, `completions`, a figure) as a PNG.
 
-    python scripts/export_image.py outputs/DATE/TIME manifold manifold.png
-    python scripts/export_image.py outputs/DATE/TIME samples samples.png --step 4000
+    python scripts/export_image.py outputs/DATE/TIME_MODEL_DATA manifold manifold.png
+    python scripts/export_image.py outputs/DATE/TIME_MODEL_DATA samples samples.png --step 4000
 
 The image of the last evaluation, or of `--step`; the bytes are the PNG the run wrote into its event file,
 read with TensorBoard's own reader, so the file is the picture TensorBoard shows.

@@ -1,7 +1,11 @@
-"""`pip wheel .` builds a wheel whose dgm-run finds its configs from any directory."""
+"""`pip wheel .` builds a wheel whose dgm-run finds its configs from any directory; every package that dgm-run
+and its scripts import is one it declares."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import subprocess
 import sys
 import sysconfig
@@ -77,3 +81,33 @@ def test_the_installed_commands_run_from_any_folder(installed, tmp_path):
     bench = subprocess.run([bin_ / "dgm-run-bench", "--tiny", "--models", "vae", "--windows", "1", "--eval-digits", "10",
                             "--json", "bench.json"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert bench.returncode == 0 and (tmp_path / "bench.json").is_file(), bench.stderr
+
+
+def imported_modules(folder: Path) -> set[str]:
+    """The top-level modules that the Python files under `folder` import (relative imports left out)."""
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_every_imported_package_is_declared():
+    """A wheel installed into a fresh environment brings what dgm-run and its scripts import: every module
+    they import is the standard library's, their own, or one of a declared dependency's distributions."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # The dependencies, and the extras' for what only an extra's feature imports (optuna: the search).
+    requirements = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    declared = {re.split(r"[<>=!~ \[;]", requirement)[0].lower() for requirement in requirements}
+    distributions = importlib.metadata.packages_distributions()
+    own = {"dgm_run", "hydra_plugins"}  # the package and its Hydra sweeper
+    third_party = (imported_modules(REPO / "dgm_run") | imported_modules(REPO / "scripts")
+                   | imported_modules(REPO / "hydra_plugins")) - own - set(sys.stdlib_module_names)
+    undeclared = {module: distributions.get(module) for module in third_party
+                  if not {d.lower() for d in distributions.get(module, [])} & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    assert {"torch", "numpy", "PIL", "yaml", "hydra"} <= third_party  # the check saw the imports

@@ -33,7 +33,8 @@ def test_default_command_trains_and_logs_everything(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = cli("trainer.max_epochs=2", "trainer.eval_every_epochs=1", "trainer.progress_bar=false")
     assert code == 0, err
-    (run_dir,) = list((tmp_path / "outputs").glob("*/*"))  # outputs/DATE/TIME
+    (run_dir,) = list((tmp_path / "outputs").glob("*/*"))
+    assert run_dir.name.endswith("_vae_digits")  # outputs/DATE/TIME_MODEL_DATA
     assert (run_dir / "config.yaml").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -57,6 +58,7 @@ def test_default_command_trains_and_logs_everything(cli, tmp_path, monkeypatch):
     session = hparams_session(events)
     assert session.start.hparams["model.z_dim"].number_value == 50
     assert session.start.hparams["data._target_"].string_value == "dgm_run.data.digits.Digits"
+    assert session.start.hparams["data"].string_value == "digits" and session.start.hparams["model"].string_value == "vae"
     assert session.end.status == api_pb2.STATUS_SUCCESS
     # No run declares the experiment: the HParams plugin lists every run's scalars as metrics (see below).
     assert "_hparams_/experiment" not in events.PluginTagToContent("hparams")
@@ -152,6 +154,10 @@ def test_a_model_run_without_its_experiment_names_it():
     assert experiment_notice(choices(model="avb", data="mnist", experiment="avb_mnist")) is None
     assert experiment_notice(choices(model="vae", data="mnist")) is None  # vae_mnist sets no model or data value
     assert experiment_notice(choices(model="vae", data="digits")) is None
+    # A search of the project's own (hparams_search=adgm_optuna: model=adgm, data=mnist_100labels) sets its values.
+    assert experiment_notice(choices(model="adgm", data="mnist_100labels")).split("; ")[1].startswith(
+        "experiment=adgm_mnist ")
+    assert experiment_notice(choices(model="adgm", data="mnist_100labels", hparams_search="adgm_optuna")) is None
 
 
 def test_progress_bars_and_log_lines_share_the_terminal(tmp_path):
@@ -167,7 +173,22 @@ def test_progress_bars_and_log_lines_share_the_terminal(tmp_path):
                for line in lines), done.stdout
     logged = [line for line in lines if "][INFO] - " in line]
     assert logged and all(line.startswith("[") for line in logged)  # every log line starts a line of its own
-    assert "wall time: training " in logged[-1] and " s, evaluation " in logged[-1]
+    assert "wall time: training " in logged[-3] and " s, evaluation " in logged[-3]  # then where the results are
+
+
+def test_a_run_and_its_evaluation_end_with_where_their_results_are(tmp_path):
+    """The last lines of the terminal (log and bars on one stream) name the directory, its metrics.json and
+    the TensorBoard command, so that the progress bars cannot push them out of sight."""
+    run_dir = tmp_path / "run"
+    for args, results in (([*TINY, "trainer.progress_bar=true", f"hydra.run.dir={run_dir}"], run_dir),
+                          ([f"evaluate={run_dir}", "trainer.progress_bar=true"], run_dir / "evaluation")):
+        done = subprocess.run([str(Path(sys.executable).with_name("dgm-run")), *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout
+        last = [line.split("][INFO] - ")[-1] for line in done.stdout.replace("\r", "\n").strip().splitlines()[-2:]]
+        detail = "metrics.json, checkpoints/, events" if results == run_dir else "metrics.json, events"
+        assert last == [f"results: {results} ({detail})", f"see them: tensorboard --logdir {results}"], done.stdout
+        assert json.loads((results / "metrics.json").read_text())["step"] == 30
 
 
 def test_fresh_run_refuses_a_directory_that_holds_a_run(cli, tmp_path):

@@ -23,7 +23,7 @@ def test_reproduce_runs_seeds_prints_the_table_and_draws_the_curves(tmp_path):
         capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     jobs = sorted(p.parent for p in (tmp_path / "m2").glob("*/metrics.json"))
-    assert [p.name for p in jobs] == ["0", "1"]
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]  # 0_m2_mnist_100labels_seed=0,...
     table = done.stdout.strip().splitlines()[-3:]
     assert table[0].startswith("| model | seeds | test error %")
     cells = [c.strip() for c in table[2].split("|")[1:-1]]

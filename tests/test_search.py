@@ -30,7 +30,7 @@ def study(sweep_dir: Path) -> optuna.Study:
 
 
 def finished(sweep_dir: Path) -> int:
-    return len(list(sweep_dir.glob("trial_*/metrics.json")))
+    return len(list(sweep_dir.glob("*/metrics.json")))
 
 
 def test_an_interrupted_search_resumes_with_the_same_command_and_prunes(tmp_path):
@@ -53,14 +53,15 @@ def test_an_interrupted_search_resumes_with_the_same_command_and_prunes(tmp_path
     pruned = [t for t in done if t.state.name == "PRUNED"]
     assert pruned, [(t.state.name, t.intermediate_values) for t in trials]
     for t in pruned:
-        run_dir = search / f"trial_{t.number}"
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir.parent == search and run_dir.name.startswith(f"{t.number}_vae_digits_")
         assert json.loads((run_dir / "metrics.json").read_text())["epoch"] < 4  # it trained fewer epochs
         assert json.loads((run_dir / "trial.json").read_text())["state"] == "PRUNED"
         assert f"trial {t.number} pruned at epoch" in (run_dir / "dgm-run.log").read_text()
     results = yaml.safe_load((search / "optimization_results.yaml").read_text())
     best = max((t for t in done if t.state.name == "COMPLETE"), key=lambda t: t.value)
     assert results["best_trial"] == best.number and results["best_value"] == pytest.approx(best.value)
-    assert Path(results["best_run_dir"]) == search / f"trial_{best.number}"
+    assert results["best_run_dir"] == best.user_attrs["run_dir"]
 
 
 def test_two_processes_share_one_study_with_distinct_trials(tmp_path):
@@ -76,7 +77,7 @@ def test_two_processes_share_one_study_with_distinct_trials(tmp_path):
     assert len(numbers) >= 4 and len(set(numbers)) == len(numbers)
     # Each trial ran in its own directory, with the parameters the study gave it.
     for t in trials:
-        recorded = json.loads((search / f"trial_{t.number}" / "trial.json").read_text())
+        recorded = json.loads((Path(t.user_attrs["run_dir"]) / "trial.json").read_text())
         assert recorded["trial"] == t.number and recorded["params"] == t.params
 
 

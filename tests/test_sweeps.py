@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tensorboard import context
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import backend_context, plugin_data_pb2
 
+from dgm_run.run_dir import job_name
 from tests.conftest import REPO
 
 DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
@@ -21,6 +25,16 @@ DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
 TINY_JOB = ["trainer.max_epochs=1", "trainer.max_steps=6", "trainer.log_every_steps=3", "model.hidden=[16]",
             "model.iw_samples=2", "logger.images=4", "logger.embedding=0", "trainer.progress_bar=false",
             "trainer.eval_fid_samples=200", "device=cpu"]
+
+
+def number(job: Path) -> str:
+    """A sweep job's number, which its directory name starts (3_adgm_digits_seed=1)."""
+    return job.name.split("_")[0]
+
+
+def job_dir(sweep_dir: Path, num: int) -> Path:
+    (found,) = sweep_dir.glob(f"{num}_*")
+    return found
 
 
 def sweep(sweep_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -36,8 +50,12 @@ def results_table(*args: str) -> subprocess.CompletedProcess:
 def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
     done = sweep(tmp_path / "sweep", "model.z_dim=4,8", "seed=0,1", "data.n_validation=500")
     assert done.returncode == 0, done.stderr
+    # The sweep's last lines: where it is, the table of its results, the TensorBoard command.
+    assert done.stdout.strip().splitlines()[-3:] == [
+        f"sweep: {tmp_path / 'sweep'} (a run directory per job)", f"table: python scripts/results_table.py {tmp_path / 'sweep'}",
+        f"see them: tensorboard --logdir {tmp_path / 'sweep'}"]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
-    assert [p.parent.name for p in jobs] == ["0", "1", "2", "3"]
+    assert [number(p.parent) for p in jobs] == ["0", "1", "2", "3"]
     seen = set()
     for metrics_file in jobs:
         metrics = json.loads(metrics_file.read_text())
@@ -65,6 +83,43 @@ def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
         assert float(row["eval/elbo mean"]) == pytest.approx(sum(expected[row["model.z_dim"]]) / 2)
 
 
+def test_runs_are_named_for_their_model_data_and_overrides(tmp_path):
+    """TensorBoard names a run by its directory: each job's says its model, data and overrides, after its
+    number; its HParams record holds the options chosen (model=beta_vae) beside every value."""
+    done = sweep(tmp_path / "sweep", "model=vae,beta_vae", "model.z_dim=3")
+    assert done.returncode == 0, done.stderr
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path / "sweep"))
+    mux.Reload()
+    runs = sorted(mux.Runs())
+    assert [run.split(",")[0] for run in runs] == ["0_vae_digits_trainer.max_epochs=1", "1_beta_vae_digits_trainer.max_epochs=1"]
+    for run, model in zip(runs, ("vae", "beta_vae")):
+        assert run.endswith(",model.z_dim=3") and "device" not in run  # device=cpu says where it runs, not what
+        content = mux.PluginRunToTagToContent("hparams")[run]["_hparams_/session_start_info"]
+        hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert hparams["model"].string_value == model and hparams["data"].string_value == "digits"
+        assert hparams["model.z_dim"].number_value == 3 and hparams["model._target_"].string_value.endswith(
+            "VAE" if model == "vae" else "BetaVAE")
+    # The dashboard's columns (TensorBoard's HParams backend): those that differ first, then by name, so the
+    # option chosen comes before its values: model, then model._target_, ...
+    provider = data_provider.MultiplexerDataProvider(mux, str(tmp_path / "sweep"))
+    backend = backend_context.Context(base_plugin.TBContext(logdir=str(tmp_path / "sweep"), multiplexer=mux,
+                                                             data_provider=provider))
+    request = context.RequestContext()
+    experiment = backend.experiment_from_metadata(request, "", True, backend.hparams_metadata(request, ""),
+                                                  backend.hparams_from_data_provider(request, "", limit=None))
+    columns = [h.name for h in experiment.hparam_infos]
+    assert columns[:2] == ["model", "model._target_"] and columns.index("data") < columns.index("data._target_")
+
+
+def test_a_job_name_leaves_out_where_things_are_and_makes_no_folder():
+    name = job_name(2, "m1m2", "mnist", ["model=m1m2", "data.root=/data", "model.m1_checkpoint=runs/a/last.pt",
+                                         "seed=1", "hydra.launcher.n_jobs=4", "trainer.threads=1", "device=cuda"])
+    assert name == "2_m1m2_mnist_model.m1_checkpoint=runs%2Fa%2Flast.pt,seed=1"
+    assert len(job_name(7, "vae", "digits", [f"model.hidden=[{'9' * 300}]"])) == 200  # a file name's bytes at most
+    assert job_name(0, "vae", "digits", []) == "0_vae_digits"
+
+
 def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
     """The same settings, once from a config group (trainer=debug) and once as explicit overrides, land in
     one row; two sweep directories are pooled."""
@@ -76,8 +131,8 @@ def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
     lines = table.splitlines()
     assert lines[0] == "| model.z_dim | runs | eval/elbo |"
     assert [row.split("|")[1:3] for row in lines[2:]] == [[" 50 ", " 3 "], [" 8 ", " 1 "]]
-    pooled = [json.loads((tmp_path / d / "metrics.json").read_text())["eval/elbo"]
-              for d in ("first/0", "first/1", "second/0")]
+    pooled = [json.loads(job_dir(tmp_path / sweep_dir, job).joinpath("metrics.json").read_text())["eval/elbo"]
+              for sweep_dir, job in (("first", 0), ("first", 1), ("second", 0))]
     mean = float(lines[2].split("|")[3].split("±")[0])
     assert mean == pytest.approx(sum(pooled) / 3, rel=1e-3)
 
@@ -85,12 +140,17 @@ def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
 def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
     done = sweep(tmp_path / "sweep", "model.hidden=[16],[-3],[8]")
     assert done.returncode == 2
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1 (")
-    assert "model.hidden: layer sizes must be positive integers (got [-3])" in last
-    assert sorted(p.parent.name for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "2"]
+    # One line when the job fails, one when the sweep ends: Hydra does not report the job again.
+    job_line, last = done.stderr.strip().splitlines()
+    assert job_line.startswith("dgm-run: error: job 1 (") and " model.hidden=[-3] " in job_line and job_line.endswith(
+        ") failed: model.hidden: layer sizes must be positive integers (got [-3])")
+    assert last == ("dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1: model.hidden: layer sizes "
+                    "must be positive integers (got [-3])")
+    assert done.stdout.strip().splitlines()[-3] == f"sweep: {tmp_path / 'sweep'} (a run directory per job)"
+    assert sorted(number(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "2"]
     table = results_table(str(tmp_path / "sweep")).stdout
-    assert "failed: job 1 (model.hidden=[-3]): model.hidden: layer sizes must be positive integers" in table
+    failed = job_dir(tmp_path / "sweep", 1).name
+    assert f"failed: job {failed} (model.hidden=[-3]): model.hidden: layer sizes must be positive integers" in table
 
 
 def test_unknown_objective_is_one_clear_line(tmp_path):
@@ -105,12 +165,12 @@ def test_unknown_objective_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason='submitit launcher not installed (pip install "dgm-run[slurm]")')
+                    reason='submitit launcher not installed (pip install ".[slurm]")')
 def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
     done = sweep(tmp_path / "sweep", "launcher=submitit_local", "seed=0,1")
     assert done.returncode == 0, done.stderr
-    for job in ("0", "1"):
-        metrics = json.loads((tmp_path / "sweep" / job / "metrics.json").read_text())
+    for job in (0, 1):
+        metrics = json.loads((job_dir(tmp_path / "sweep", job) / "metrics.json").read_text())
         assert metrics["step"] == 6 and metrics["eval/elbo"] < 0
     assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both
 
@@ -120,9 +180,30 @@ def test_optuna_search_of_four_trials_minimises_the_validation_error(tmp_path):
                  "data.n_validation=500", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2",
                  "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null")
     assert done.returncode == 0, done.stderr
+    assert_quiet(done)
     results = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
-    errors = [json.loads(p.read_text())["valid/error"] for p in (tmp_path / "search").glob("trial_*/metrics.json")]
+    errors = [json.loads(p.read_text())["valid/error"] for p in (tmp_path / "search").glob("*/metrics.json")]
     assert len(errors) == 4 and results["trials"] == {"COMPLETE": 4}
     assert results["best_value"] == pytest.approx(min(errors))  # the app returned valid/error to the sweeper
     # model.hidden, fixed on the command line (TINY_JOB), leaves the search space.
     assert set(results["best_params"]) == {"optimizer.lr", "model.alpha"}
+
+
+def assert_quiet(done: subprocess.CompletedProcess) -> None:
+    """No colour codes, nothing from the libraries the sweeper plugins import (Optuna's own lines, alembic's)."""
+    output = done.stdout + done.stderr
+    assert "\x1b[" not in output and "setup plugin" not in output and "A new study created" not in output, output
+    assert "Error executing job" not in output, output
+
+
+def test_failed_trials_of_a_search_are_one_line_each_and_the_search_goes_on(tmp_path):
+    done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
+                 "model.alpha=-1", "hydra.sweeper.n_trials=3")
+    assert done.returncode == 2
+    assert_quiet(done)
+    lines = done.stderr.strip().splitlines()
+    assert [line.split(" (")[0] for line in lines[:3]] == [f"dgm-run: error: job {n}" for n in range(3)]
+    assert all(line.endswith(") failed: model.alpha: must be >= 0 (got -1.0)") for line in lines[:3])
+    assert lines[3].startswith("dgm-run: error: 3 job(s) of the sweep failed; every job ran: job 0: model.alpha")
+    assert len(lines) == 4
+    assert sorted(number(p.parent) for p in (tmp_path / "search").glob("*/error.txt")) == ["0", "1", "2"]

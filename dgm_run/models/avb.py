@@ -179,8 +179,9 @@ class AVB(LatentDecoder):
         """Per-example metrics over `ac_samples` draws z ~ q(z|x):
 
         - log_likelihood: the importance-sampling estimate of `log_likelihood`;
-        - elbo: E[log p(x|z)] - KL, KL analytic for encoder=gaussian, else AVB's estimate
-          T + log r - log p (only as good as the discriminator: not a bound);
+        - elbo (encoder=gaussian): E[log p(x|z)] - KL with the KL analytic, a lower bound on log p(x);
+          elbo_estimate (encoder=implicit): the same with AVB's estimate of the KL, T + log r - log p, only as
+          good as the discriminator and no bound: it can exceed log p(x), so it is not named elbo;
         - recon_error: images, the mean per-pixel -log p(x|z) (nats; the cross-entropy when Bernoulli);
           other data (one-hot points), the share of draws whose decoded argmax is not x's one.
         """
@@ -199,8 +200,8 @@ class AVB(LatentDecoder):
             recon_error = -log_px.mean(0) / self.x_dim
         else:
             recon_error = (self.head.location(out).argmax(-1) != x.argmax(-1)).float().mean(0)
-        return {"log_likelihood": self.log_likelihood(x, mu, logvar), "elbo": log_px.mean(0) - kl,
-                "recon_error": recon_error}
+        return {"log_likelihood": self.log_likelihood(x, mu, logvar),
+                "elbo_estimate" if self.implicit else "elbo": log_px.mean(0) - kl, "recon_error": recon_error}
 
     def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """Importance-sampling estimate of log p(x), (B,): log 1/k sum_i p(x|z_i) p(z_i) / pi(z_i),

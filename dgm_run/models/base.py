@@ -78,6 +78,9 @@ class GenerativeModel(nn.Module):
     required_phases: tuple[str, ...] = ()
     # Metrics of `evaluate` that are also reported per label (eval/class_<metric>/<label>).
     per_class_metrics: tuple[str, ...] = ()
+    # The model trains on labelled and unlabelled examples (DataSpec.semi_supervised): a run on data
+    # without data.n_labels gives it labels (train.give_labels).
+    needs_labels: bool = False
 
     def __init__(self, cfg: ModelConfig, spec: DataSpec) -> None:
         super().__init__()

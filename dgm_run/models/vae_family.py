@@ -201,6 +201,7 @@ class ClassConditional:
     `latent(x)` is a test image's style (its code at the predicted label); `decode_style(z, y)` decodes codes."""
 
     per_class_metrics = ("accuracy",)
+    needs_labels = True
     spec: DataSpec
     cfg: Any
 
