@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 import numpy as np
 from PIL import Image
 
-from dgm_run.checkpoint import atomic
+from dgm_run.files import atomic, reading, remove
 from dgm_run.tensorboard import TensorBoardLogger
 
 FOLDER = "animations"
@@ -58,10 +58,12 @@ class Animations:
         resumed run too may be killed, at a later checkpoint, before it draws one."""
         for path in self.folder.glob("*/*.png"):
             if int(path.stem) >= purge_step:
-                path.unlink()
+                remove(path)
 
 
 def _read(path: Path) -> Image.Image:
     """The frame in memory, its file closed: a long run has more frames than a process may keep open."""
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    with reading(path, "animation frame", "delete it (the GIF is joined from the frames left), then resume the run "
+                                          "or evaluate it again"):
+        with Image.open(path) as image:
+            return image.convert("RGB")

@@ -1,43 +1,31 @@
-"""Atomic checkpoints: written to a temporary file beside the target, then renamed over it.
+"""Checkpoints: the whole state of a run, written atomically (files.atomic) and checked whole when read.
 
-A crash or a kill while writing leaves the previous checkpoint intact; a corrupt file
-found on resume is reported as one line, never silently replaced.
+A crash, a kill or a full disk while writing leaves the previous checkpoint intact; a corrupt file
+found on resume is reported as one line, never silently replaced nor silently loaded.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import pickle
+import io
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import torch
 
 from dgm_run.errors import UserError
+from dgm_run.files import atomic, damaged, reading
 
 FORMAT = 1
 REQUIRED = ("format", "model", "optimizers", "schedulers", "epoch", "step", "batch_in_epoch", "plan", "rng")
 
 
-@contextlib.contextmanager
-def atomic(path: Path) -> Iterator[BinaryIO]:
-    """A file to write `path` through: it appears whole on leaving the block, or not at all (its
-    folder is made if missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save(state: dict[str, Any], path: Path) -> None:
+    # Serialised in memory first, so that a failing disk fails our own write (one WriteError), not torch's.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buffer)
     with atomic(path) as f:
-        torch.save({"format": FORMAT, **state}, f)
+        f.write(buffer.getbuffer())
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -54,24 +42,19 @@ def set_rng_state(rng: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
-def write_json(path: Path, payload: dict) -> None:
-    """`payload` as JSON at `path`, written atomically: readers never see half a file."""
-    with atomic(path) as f:
-        f.write((json.dumps(payload, indent=2) + "\n").encode())
-
-
-def load(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
+def load(path: Path, remedy: str = "restore a good copy, or start the run again without resume=") -> dict[str, Any]:
+    """The state saved at `path`, or a UserError naming it and what to do (`remedy`)."""
+    with reading(path, "checkpoint", remedy):
+        # torch.load reads a tensor's damaged bytes as numbers; the archive's CRCs tell them apart.
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise damaged(path, "checkpoint", f"{bad} fails its CRC check", remedy)
         # Checkpoints hold tensors, plain containers and numbers only: weights_only loading suffices.
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UserError(f"checkpoint {path} is corrupt or truncated ({reason}); "
-                        "restore a good copy or start the run again without resume=") from None
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
     if missing or state["format"] != FORMAT:
         raise UserError(f"checkpoint {path} is not a dgm-run checkpoint of format {FORMAT} "
-                        f"(missing {', '.join(missing) or 'nothing'}, format {state.get('format') if isinstance(state, dict) else '?'})")
+                        f"(missing {', '.join(missing) or 'nothing'}, format {state.get('format') if isinstance(state, dict) else '?'}); "
+                        f"{remedy}")
     return state

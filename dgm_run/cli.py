@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -24,11 +25,12 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dgm_run import run_dir as directories
 from dgm_run.composition import SCHEMA_GROUP, option_nodes, register_schemas
 from dgm_run.device import gpu_for_job
-from dgm_run.errors import Interrupted, UserError
+from dgm_run.errors import Interrupted, UserError, WriteError
+from dgm_run.files import write_text
 from dgm_run.metrics import headline
 from dgm_run.run_dir import ERROR_FILE, take_back
 from dgm_run.search import trial_reporter
-from dgm_run.train import evaluate_run, evaluation_paths, run
+from dgm_run.train import CHECKPOINT, evaluate_run, evaluation_paths, run
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +85,19 @@ def app(cfg: DictConfig) -> dict[str, float]:
                           on_epoch_end=trial_reporter(cfg.get("objective"), hydra_cfg.sweeper))
         return objective(metrics, cfg.get("objective"))
     except UserError as err:
+        message = f"{err}{after_write_error(cfg, hydra_cfg)}" if isinstance(err, WriteError) else str(err)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # Reported now, in one line, and the sweep goes on. The job's directory says why it has no
             # metrics.json (scripts/results_table.py shows it), and main() names the failed jobs from those
             # files when the sweep ends, whichever process ran them. The job returns rather than raises, so that
             # Hydra does not report it a second time.
             job = f"job {hydra_cfg.job.num} ({' '.join(overrides) or 'no overrides'})"
-            print(f"dgm-run: error: {job} failed: {err}", file=sys.stderr)
-            (Path(hydra_cfg.runtime.output_dir) / ERROR_FILE).write_text(f"{err}\n")
+            print(f"dgm-run: error: {job} failed: {message}", file=sys.stderr)
+            with contextlib.suppress(WriteError):  # the disk that refused a run's file may refuse this one too
+                write_text(Path(hydra_cfg.runtime.output_dir) / ERROR_FILE, f"{message}\n")
             return worst_value(hydra_cfg) if cfg.get("objective") is not None else {}
         take_back(hydra_cfg)
-        fail(str(err))
+        fail(message)
     except Interrupted as err:
         run_dir = cfg.resume or hydra_cfg.runtime.output_dir
         print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}",
@@ -131,7 +135,8 @@ def experiment_notice(choices: DictConfig) -> Optional[str]:
     chooses its own values."""
     if choices.get("experiment") is not None or choices.get("hparams_search") is not None:
         return None
-    for name, node in option_nodes("experiment").items():
+    # Shortest name first: the model's paper experiment (adgm_mnist) before its variants (adgm_2015_code).
+    for name, node in sorted(option_nodes("experiment").items(), key=lambda item: len(item[0])):
         chosen = {key.removeprefix("override /"): value for entry in node.get("defaults", [])
                   if isinstance(entry, DictConfig) for key, value in entry.items()}
         sets = [f"{group}.{key}" for group in ("model", "data") for key in node.get(group, {})]
@@ -139,6 +144,18 @@ def experiment_notice(choices: DictConfig) -> Optional[str]:
             return (f"model={choices.model} data={choices.data} runs the model's own defaults; "
                     f"experiment={name} has the settings for this data ({', '.join(sets)})")
     return None
+
+
+def after_write_error(cfg: DictConfig, hydra_cfg: DictConfig) -> str:
+    """What to do after a write failed (a full disk, a read-only folder): nothing intact was replaced, so make
+    room and go on from there; for a run, from its last good checkpoint."""
+    fix = "; free space or make the folder writable, then"
+    if cfg.get("evaluate") is not None:
+        return f"{fix} evaluate again (the run's own files were only read)"
+    run_dir = Path(cfg.get("resume") or hydra_cfg.runtime.output_dir)
+    if (run_dir / CHECKPOINT).is_file():
+        return f"{fix} resume from the last good checkpoint, {run_dir / CHECKPOINT}: dgm-run resume={run_dir}"
+    return f"{fix} start the run again (it had written no checkpoint)"
 
 
 def worst_value(hydra_cfg: DictConfig) -> float:
@@ -198,7 +215,7 @@ def report_sweep() -> None:
     if directories.sweep is not None:
         where = shlex.quote(str(directories.sweep))
         print(f"sweep: {directories.sweep} (a run directory per job)\n"
-              f"table: python scripts/results_table.py {where}\n"
+              f"table: dgm-run-table {where}\n"
               f"see them: tensorboard --logdir {where}", flush=True)
 
 

@@ -12,6 +12,10 @@ class UserError(Exception):
     """Bad input: a config value, a missing or corrupt file, an unavailable device."""
 
 
+class WriteError(UserError):
+    """A file could not be written (a full disk, a read-only folder); the file it would have replaced is intact."""
+
+
 class Interrupted(Exception):
     """SIGTERM or SIGINT arrived; a checkpoint was written at the current batch."""
 

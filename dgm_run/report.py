@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 import torch
 
-from dgm_run.checkpoint import write_json
 from dgm_run.device import device_name
+from dgm_run.files import write_json
 
 
 def git_state() -> dict[str, Any]:

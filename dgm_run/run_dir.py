@@ -84,5 +84,7 @@ def prepare(path: Path, key: str) -> Optional[Path]:
 
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file, not a directory" if blocker else err.strerror
+        if path.is_dir():  # a run's own directory, which resume= and evaluate= write in
+            fail(f"{key}={path}: cannot write in the run directory ({why}); make it writable")
         fail(f"{key}={path}: cannot make the run directory there ({why}); choose a writable directory")
     return outermost

@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run.errors import UserError
+from dgm_run.files import write_text
 from dgm_run.run_dir import ERROR_FILE
 if TYPE_CHECKING:
     import optuna
@@ -107,8 +108,10 @@ def run_search(cfg: DictConfig, sweep_dir: Path, arguments: list[str],
     optuna = import_optuna()
     from hydra.core.utils import JobStatus
 
-    space = distributions(cfg.params)
-    fixed = [a for a in arguments if a.split("=", 1)[0] not in space]
+    fixed = list(arguments)
+    given = {a.split("=", 1)[0].lstrip("+~") for a in fixed}
+    # A key set on the command line leaves the search space.
+    space = distributions(OmegaConf.create({k: v for k, v in cfg.params.items() if k not in given}))
     url = storage(cfg.storage, sweep_dir)
     study = optuna.create_study(study_name=cfg.study_name, storage=url, load_if_exists=True,
                                 direction=cfg.direction, sampler=instantiate(cfg.sampler) if cfg.sampler else None,
@@ -163,7 +166,7 @@ def _frozen(study: "optuna.Study", number: int) -> "optuna.trial.FrozenTrial":
 
 def write_trial(run_dir: Path, trial: "optuna.trial.FrozenTrial", cfg: DictConfig) -> None:
     if run_dir.is_dir():
-        (run_dir / TRIAL_FILE).write_text(json.dumps({
+        write_text(run_dir / TRIAL_FILE, json.dumps({
             "study": cfg.study_name, "trial": trial.number, "state": trial.state.name, "value": trial.value,
             "params": trial.params, "intermediate_values": trial.intermediate_values}, indent=2) + "\n")
 
@@ -181,7 +184,7 @@ def write_results(study: "optuna.Study", sweep_dir: Path) -> None:
     if best is not None:
         results.update(best_value=best.value, best_params=best.params, best_trial=best.number,
                        best_run_dir=best.user_attrs.get("run_dir"))
-    (sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
+    write_text(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
     if best is not None:
         log.info("best trial %d: %s %g, run directory %s", best.number, study.study_name, best.value,
                  results["best_run_dir"])

@@ -13,10 +13,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run import checkpoint
-from dgm_run.config import complete, flatten, target_class, validate
+from dgm_run.config import SECTIONS, complete, flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.device import resolve_device, use_device
 from dgm_run.errors import Interrupted, UserError
+from dgm_run.files import damaged, reading, write_json, write_text
 from dgm_run.metrics import headline
 from dgm_run.report import provenance
 from dgm_run.models.base import GenerativeModel
@@ -39,14 +40,30 @@ EVALUATE_MAY_CHANGE = ("trainer.*", "logger.*", "data.root", "data.test_binarize
 DEFAULT_LABELS = 100
 
 
+def saved_config(run_dir: Path, command: str) -> DictConfig:
+    """The config the run in `run_dir` saved, every schema default filled in; one line naming the file when it
+    is missing, unreadable, truncated or corrupt. `command` (resume, evaluate, auto_resume) names the command."""
+    saved = run_dir / CONFIG_FILE
+    if not saved.exists() and not (run_dir / CHECKPOINT).exists():
+        raise UserError(f"{command}={run_dir}: no {CONFIG_FILE} there; name the directory of a dgm-run run")
+    remedy = "restore it; the run's .hydra/config.yaml holds the config it started with"
+    with reading(saved, "config", remedy):
+        cfg = OmegaConf.load(saved)
+    # A truncated YAML file still parses, into the sections before the cut: a run saves every section.
+    missing = [name for name in ("seed", *SECTIONS) if not isinstance(cfg, DictConfig) or name not in cfg]
+    if missing:
+        raise damaged(saved, "config", f"no {', '.join(missing)}", remedy)
+    try:
+        return complete(cfg)
+    except UserError as err:
+        raise UserError(f"config {saved}: {err}; {remedy}") from None
+
+
 def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resume",
                    allowed: tuple[str, ...] = ("trainer.*",)) -> DictConfig:
     """The saved config of `run_dir`, every schema default filled in, with the overrides applied whose keys
     match an `allowed` pattern (e.g. more epochs); `command` (resume, evaluate) names the command in errors."""
-    saved = run_dir / CONFIG_FILE
-    if not saved.is_file():
-        raise UserError(f"{command}={run_dir}: no {CONFIG_FILE} there; name the directory of a dgm-run run")
-    cfg = complete(OmegaConf.load(saved))
+    cfg = saved_config(run_dir, command)
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if not any(fnmatch(key, pattern) for pattern in (*allowed, "hydra.*")):
@@ -59,10 +76,9 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resu
 
 def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
     """auto_resume continues only the run that the directory holds: the same config up to trainer.*."""
-    saved = OmegaConf.load(run_dir / CONFIG_FILE) if (run_dir / CONFIG_FILE).is_file() else None
     def essence(c: DictConfig) -> dict:  # every value, schema defaults filled in
         return {k: v for k, v in OmegaConf.to_container(complete(c), resolve=True).items() if k != "trainer"}
-    if saved is None or essence(saved) != essence(cfg):
+    if essence(saved_config(run_dir, "auto_resume")) != essence(cfg):
         raise UserError(f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
                         "or choose another directory")
 
@@ -82,7 +98,7 @@ def load_pretrained(model: GenerativeModel) -> None:
     """Load the parts of `model` that it takes from other runs' checkpoints."""
     for key, (module, path) in model.pretrained().items():
         prefix = next((name + "." for name, m in model.named_children() if m is module), "")
-        weights = checkpoint.load(Path(path))["model"]
+        weights = checkpoint.load(Path(path), f"set {key} to the checkpoints/last.pt of a run that finished")["model"]
         # The checkpoint of a run of this model holds the part under its prefix beside the others';
         # that of a run of the part alone (a `vae` run for M1+M2's M1) holds only the part.
         if prefix and any(k.startswith(prefix) for k in weights):
@@ -157,7 +173,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
     if resume is None:
         run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; a script or a test calling run() may not
         full = complete(cfg)
-        OmegaConf.save(full, run_dir / CONFIG_FILE)
+        write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(full))
         # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
         trainer.logger.session_start({**(choices or {}), **flatten(full), **{
             f"provenance.{key}": value for key, value in provenance(trainer.device).items() if value is not None}})
@@ -177,7 +193,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
     finally:
         trainer.logger.session_end(status)
         trainer.logger.close()
-    checkpoint.write_json(run_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
+    write_json(run_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
     log_final(metrics)
     log.info("wall time: training %.1f s, evaluation %.1f s", trainer.train_seconds, trainer.eval_seconds)
     hint = evaluation_hint(trainer.train_seconds, trainer.eval_seconds)
@@ -221,7 +237,7 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
     binarized (data.root, data.test_binarize) may change; the run's own files are only read."""
     run_dir, checkpoint_file, _ = evaluation_paths(target)
     cfg = resumed_config(run_dir, overrides, "evaluate", EVALUATE_MAY_CHANGE)
-    state = checkpoint.load(checkpoint_file)
+    state = checkpoint.load(checkpoint_file, f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}")
     # The logger hides what an earlier evaluation of this checkpoint logged at its step.
     trainer = build(cfg, out_dir, state=state, purge_step=state["step"])
     try:
@@ -230,7 +246,7 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
         trainer.evaluator.animations.assemble()  # out_dir's: one frame per checkpoint evaluated there
     finally:
         trainer.logger.close()
-    checkpoint.write_json(out_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
+    write_json(out_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
     log_final(metrics)
     log_results(out_dir, trainer.logger.enabled)
     return metrics

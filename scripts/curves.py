@@ -14,10 +14,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dgm_run.files import check_event_files
+
+
+# What to do about a damaged event file: a new evaluation writes events of its own.
+EVENTS_REMEDY = "restore it, or delete it and evaluate the run again (dgm-run evaluate=RUN_DIR) into RUN_DIR/evaluation"
+
 
 def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
     """Every scalar series of a run, {tag: {step: value}}; {} for a run without an event file. TensorBoard's
-    own reader reads every event file of the folder in order and drops what a resumed run purged."""
+    own reader reads every event file of the folder in order and drops what a resumed run purged; a damaged
+    file is a UserError naming it (files.check_event_files)."""
+    check_event_files(run_dir, EVENTS_REMEDY)
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})  # 0: every point, not a sample
     events.Reload()
     return {tag: {event.step: event.value for event in events.Scalars(tag)} for tag in events.Tags()["scalars"]}

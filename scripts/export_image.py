@@ -15,7 +15,11 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from dgm_run.commands.curves import EVENTS_REMEDY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dgm_run.errors import UserError
+from dgm_run.files import check_event_files, write_bytes
 
 
 def fail(message: str) -> NoReturn:
@@ -25,6 +29,13 @@ def fail(message: str) -> NoReturn:
 
 def logged_png(run_dir: Path, tag: str, step: int | None) -> bytes:
     """The PNG logged under `tag` at `step` (None: the last one); one error line and exit 2 when there is none."""
+    try:
+        found = check_event_files(run_dir, EVENTS_REMEDY)
+    except UserError as err:
+        fail(str(err))
+    if not found:
+        fail(f"{run_dir} holds no event file (events.out.tfevents.*): name a run directory that logged to TensorBoard, "
+             "or evaluate the run again (dgm-run evaluate=RUN_DIR) and export from RUN_DIR/evaluation")
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})  # 0: every image, not a sample
     events.Reload()
     tags = events.Tags()["images"]
@@ -47,9 +58,9 @@ def main() -> None:
     args = parser.parse_args()
     png = logged_png(args.run_dir, args.tag, args.step)
     try:
-        args.out.write_bytes(png)
-    except OSError as err:
-        fail(f"cannot write {args.out}: {err.strerror}")
+        write_bytes(args.out, png)
+    except UserError as err:
+        fail(str(err))
 
 
 if __name__ == "__main__":

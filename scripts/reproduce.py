@@ -19,7 +19,6 @@ figure in SWEEP_DIR/summary's event file for TensorBoard, and the numbers in SWE
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,8 @@ from pathlib import Path
 from dgm_run.commands.curves import bands_figure, read_scalars
 from torch.utils.tensorboard import SummaryWriter
 
-from dgm_run.checkpoint import write_json
+from dgm_run.errors import UserError
+from dgm_run.files import read_json, write_json
 
 # Test error (%) on MNIST with 100 labels as published: mean, std.
 PAPER = {
@@ -55,7 +55,8 @@ def experiment(model: str) -> str:
 
 def collect(sweep: Path) -> list[dict]:
     """metrics.json of every finished job under `sweep`, with its directory."""
-    return [{"dir": path.parent, **json.loads(path.read_text())} for path in sorted(sweep.glob("*/metrics.json"))]
+    return [{"dir": path.parent, **read_json(path, "metrics", "restore it, or delete the job's folder to leave it out")}
+            for path in sorted(sweep.glob("*/metrics.json"))]
 
 
 def row(model: str, jobs: list[dict]) -> str:
@@ -106,6 +107,14 @@ def draw(curves: dict[str, dict[str, list[float]]]):
 
 
 def main() -> None:
+    try:
+        reproduce()
+    except UserError as err:  # a job's file that cannot be read, a report that cannot be written
+        print(f"reproduce: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def reproduce() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      usage="%(prog)s MODEL [MODEL ...] [--seeds S ...] [--jobs K] [-- OVERRIDES ...]")
     parser.add_argument("models", nargs="+", choices=[*sorted(PAPER), *LOG_PIPELINES])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import statistics
 import sys
@@ -33,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-import yaml
-
+from dgm_run.errors import UserError
+from dgm_run.files import read_json, read_yaml, reading, write_json, write_text
 from dgm_run.metrics import CLASS_TAG
 
 
@@ -49,7 +50,10 @@ class Job:
     @property
     def error(self) -> str:
         error_file = self.path / "error.txt"
-        return error_file.read_text().strip() if error_file.is_file() else "no metrics.json (still running or killed?)"
+        if not error_file.exists():
+            return "no metrics.json (still running or killed?)"
+        with reading(error_file, "error file", "delete it: the job is then listed as unfinished"):
+            return error_file.read_text().strip()
 
 
 def text(value: Any) -> str:
@@ -70,10 +74,12 @@ def load_jobs(sweeps: list[Path]) -> list[Job]:
         paths = sorted(hydra_dir.parent for hydra_dir in sweep.glob("**/.hydra"))
         # A folder inside a job's own (`dgm-run evaluate=JOB` writes JOB/evaluation/) is not a job.
         for path in (p for p in paths if not any(parent in paths for parent in p.parents)):
-            saved = path / "config.yaml" if (path / "config.yaml").is_file() else path / ".hydra" / "config.yaml"
-            settings = flatten(yaml.safe_load(saved.read_text()) or {})
-            metrics_file = path / "metrics.json"
-            metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+            saved = path / "config.yaml" if (path / "config.yaml").exists() else path / ".hydra" / "config.yaml"
+            settings = flatten(read_yaml(saved, "config", f"restore it, or move the job's folder {path} out of the sweep")
+                               or {})
+            metrics_file = path / "metrics.json"  # none: the job did not finish
+            metrics = read_json(metrics_file, "metrics", "restore it, or delete it: the job is then listed as "
+                                "unfinished") if metrics_file.exists() else None
             name = str(path.relative_to(sweep)) if len(sweeps) == 1 else str(path)
             jobs.append(Job(path, name, settings, metrics))
     return jobs
@@ -191,9 +197,9 @@ def plot(path: Path, metric: str, keys: list[str], groups: dict[tuple, list[Job]
         fail(f"--plot: no run has a {metric} curve (see the lines above)")
     try:
         draw(curves, metric, path)  # first: a path matplotlib refuses leaves no JSON behind either
-        path.with_suffix(".json").write_text(json.dumps(curves, indent=2) + "\n")
     except (OSError, ValueError) as err:  # ValueError: matplotlib knows no such image format
         fail(f"--plot {path}: cannot write it: {getattr(err, 'strerror', None) or err}")
+    write_json(path.with_suffix(".json"), curves)
 
 
 def markdown(keys: list[str], rows: list[dict], metrics: list[str]) -> str:
@@ -207,15 +213,38 @@ def markdown(keys: list[str], rows: list[dict], metrics: list[str]) -> str:
 
 
 def write_csv(path: Path, keys: list[str], rows: list[dict], metrics: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*keys, "runs", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))])
-        for row in rows:
-            stats = [v for m in metrics for v in (row[m] if row[m] is not None else ("", ""))]
-            writer.writerow([*row["keys"].values(), row["runs"], *stats])
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow([*keys, "runs", *(f"{m} {stat}" for m in metrics for stat in ("mean", "std"))])
+    for row in rows:
+        stats = [v for m in metrics for v in (row[m] if row[m] is not None else ("", ""))]
+        writer.writerow([*row["keys"].values(), row["runs"], *stats])
+    write_text(path, table.getvalue())
+
+
+def provenance_notes(jobs: list[Job]) -> list[str]:
+    """Footnotes: each distinct origin of the finished jobs' numbers (dgm-run's version and commit, a dirty
+    tree, torch, CUDA, the device) and how many jobs it produced."""
+    origins: dict[str, int] = {}
+    for job in jobs:
+        where = (job.metrics or {}).get("provenance")
+        if where:
+            commit = f" {where['commit'][:10]}{' (dirty)' if where.get('dirty') else ''}" if where.get("commit") else ""
+            cuda = f", CUDA {where['cuda']}" if where.get("cuda") else ""
+            line = (f"dgm-run {where['dgm_run']}{commit}, torch {where['torch']}{cuda}, "
+                    f"{where['device']} ({where['device_name']})")
+            origins[line] = origins.get(line, 0) + 1
+    return [f"from: {line}: {count} job(s)" for line, count in origins.items()]
 
 
 def main() -> None:
+    try:
+        tabulate()
+    except UserError as err:  # a job's file that cannot be read, an output that cannot be written
+        fail(str(err))
+
+
+def tabulate() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", type=Path, nargs="+", help="sweep directories (hydra.sweep.dir), pooled")
     parser.add_argument("--metrics", nargs="+", help="metrics to show (default: every eval/ and valid/ metric)")
@@ -238,6 +267,8 @@ def main() -> None:
     print(markdown(keys, rows, metrics))
     for job in (job for job in jobs if job.metrics is None):
         print(f"failed: {describe(job, swept)}: {job.error}")
+    for line in provenance_notes(jobs):
+        print(line)
     if args.csv:
         write_csv(args.csv, keys, rows, metrics)
     if args.plot:

@@ -114,5 +114,6 @@ def test_evaluate_a_best_checkpoint_into_its_own_folder(cli, tmp_path):
     assert scalars(out, "eval/elbo") == [(75, pytest.approx(grey["eval/elbo"]))]
 
     code, _, err = cli(f"evaluate={run_dir / 'checkpoints' / 'nothing.pt'}")
-    assert code == 2 and err.strip() == f"dgm-run: error: no checkpoint at {run_dir / 'checkpoints' / 'nothing.pt'}"
+    assert code == 2 and err.strip() == (f"dgm-run: error: checkpoint {run_dir / 'checkpoints' / 'nothing.pt'} is missing; "
+                                         f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}")
     assert not (run_dir / "evaluation-nothing").exists()

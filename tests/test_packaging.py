@@ -13,6 +13,7 @@ import venv
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO, TINY, config_options
 
@@ -74,6 +75,8 @@ def test_the_installed_commands_run_from_any_folder(installed, tmp_path):
     assert sweep.returncode == 0, sweep.stderr
     table = subprocess.run([bin_ / "dgm-run-table", "sweep"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert table.returncode == 0 and "eval/elbo" in table.stdout, table.stderr
+    # Where the numbers came from, as a footnote: an installed wheel has no commit.
+    assert f"from: dgm-run 0.1.0, torch {torch.__version__}" in table.stdout and ": 2 job(s)" in table.stdout, table.stdout
     job = next(p.parent for p in (tmp_path / "sweep").glob("*/metrics.json"))
     export = subprocess.run([bin_ / "dgm-run-export", job, "samples", "samples.png"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)

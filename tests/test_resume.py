@@ -38,8 +38,10 @@ def hparams_status(run_dir: Path) -> tuple[dict, Optional[int]]:
 
 
 def final_metrics(run_dir: Path) -> dict:
+    """Its numbers: not the evaluation's wall time, nor where it ran (the command line differs on resume)."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics.pop("time/eval_s")
+    metrics.pop("provenance")
     return metrics
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard import context
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
@@ -17,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.hparams import backend_context, plugin_data_pb2
 
+from dgm_run.device import device_name
 from dgm_run.run_dir import job_name
 from tests.conftest import REPO
 
@@ -52,7 +54,7 @@ def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
     assert done.returncode == 0, done.stderr
     # The sweep's last lines: where it is, the table of its results, the TensorBoard command.
     assert done.stdout.strip().splitlines()[-3:] == [
-        f"sweep: {tmp_path / 'sweep'} (a run directory per job)", f"table: python scripts/results_table.py {tmp_path / 'sweep'}",
+        f"sweep: {tmp_path / 'sweep'} (a run directory per job)", f"table: dgm-run-table {tmp_path / 'sweep'}",
         f"see them: tensorboard --logdir {tmp_path / 'sweep'}"]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     assert [number(p.parent) for p in jobs] == ["0", "1", "2", "3"]
@@ -72,7 +74,10 @@ def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
     table = results_table(str(tmp_path / "sweep"), "--metrics", "eval/elbo", "valid/elbo",
                           "--csv", str(tmp_path / "table.csv")).stdout.splitlines()
     assert table[0] == "| model.z_dim | runs | eval/elbo | valid/elbo |"
-    assert [row.split("|")[1:3] for row in table[2:]] == [[" 4 ", " 2 "], [" 8 ", " 2 "]]
+    assert [row.split("|")[1:3] for row in table[2:4]] == [[" 4 ", " 2 "], [" 8 ", " 2 "]]
+    # The footnote says where the numbers came from: this checkout's commit, torch, the device.
+    assert table[4].startswith("from: dgm-run ") and f"torch {torch.__version__}" in table[4], table[4:]
+    assert table[4].endswith(" cpu (" + device_name(torch.device("cpu")) + "): 4 job(s)")
     rows = list(csv.DictReader(open(tmp_path / "table.csv")))
     expected = {}
     for metrics_file in jobs:  # the mean over seeds, recomputed from the jobs' own metrics.json
@@ -130,7 +135,7 @@ def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
     table = results_table(str(tmp_path / "first"), str(tmp_path / "second"), "--metrics", "eval/elbo").stdout
     lines = table.splitlines()
     assert lines[0] == "| model.z_dim | runs | eval/elbo |"
-    assert [row.split("|")[1:3] for row in lines[2:]] == [[" 50 ", " 3 "], [" 8 ", " 1 "]]
+    assert [row.split("|")[1:3] for row in lines[2:4]] == [[" 50 ", " 3 "], [" 8 ", " 1 "]]
     pooled = [json.loads(job_dir(tmp_path / sweep_dir, job).joinpath("metrics.json").read_text())["eval/elbo"]
               for sweep_dir, job in (("first", 0), ("first", 1), ("second", 0))]
     mean = float(lines[2].split("|")[3].split("±")[0])

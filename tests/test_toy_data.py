@@ -81,5 +81,5 @@ def test_image_folder_errors_name_the_folder_or_file(tmp_path):
         ImageFolderData(ImageFolderData.Config(root=str(tmp_path))).load()
     write_images(tmp_path, 3)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match=f"data file {tmp_path / 'broken.png'} is not a readable image"):
+    with pytest.raises(UserError, match=f"image {tmp_path / 'broken.png'} is corrupt or truncated"):
         ImageFolderData(ImageFolderData.Config(root=str(tmp_path))).load()

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, ImageFolder
 
 from dgm_run.checks import check_positive
 from dgm_run.data.base import DataConfig, DataSource, Splits
 from dgm_run.errors import UserError
+from dgm_run.files import reading
 
 
 class ImageFolderData(DataSource):
@@ -60,11 +61,9 @@ class ImageFolderData(DataSource):
         mode = "L" if self.cfg.grayscale else "RGB"
         images = []
         for path, _ in samples:
-            try:
+            with reading(Path(path), "image", f"replace it or move it out of data.root={self.cfg.root}"):
                 with Image.open(path) as image:
                     images.append(transform(image.convert(mode)))
-            except (OSError, UnidentifiedImageError) as err:
-                raise UserError(f"data file {path} is not a readable image ({err})") from None
         x, y = torch.stack(images), torch.tensor([label for _, label in samples])
         test = torch.zeros(len(x), dtype=torch.bool)
         test[::self.cfg.test_every] = True

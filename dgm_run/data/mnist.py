@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -16,6 +15,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from dgm_run.data.base import DataConfig, DataSource, Splits
 from dgm_run.errors import UserError
+from dgm_run.files import reading, write_bytes
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -29,17 +29,17 @@ def _read(path: Path, reader: Callable[[str], torch.Tensor]) -> torch.Tensor:
     torchvision only reads extracted files; a read-only folder of `.gz` files is common
     (shared data sets), so a `.gz` is decompressed into a temporary file instead of beside it.
     """
-    try:
-        if path.exists():
+    shown = path if path.exists() else path.with_name(f"{path.name}.gz")
+    with reading(shown, "data file", "restore it, or delete it and set data.download=true"):
+        if shown == path:
             return reader(str(path))
-        with gzip.open(f"{path}.gz", "rb") as packed, tempfile.TemporaryDirectory() as tmp:
-            plain = Path(tmp) / path.name
-            plain.write_bytes(packed.read())
+        with gzip.open(shown, "rb") as packed:
+            unpacked = packed.read()
+    with tempfile.TemporaryDirectory() as tmp:  # the temporary copy's own errors are not the data file's
+        plain = Path(tmp) / path.name
+        write_bytes(plain, unpacked)
+        with reading(shown, "data file", "restore it, or delete it and set data.download=true"):
             return reader(str(plain))
-    except (OSError, EOFError, zlib.error, AssertionError, RuntimeError, TypeError, ValueError) as err:
-        shown = path if path.exists() else f"{path}.gz"
-        raise UserError(f"data file {shown} is corrupt or truncated ({err or type(err).__name__}); "
-                        "restore it, or delete it and set data.download=true") from None
 
 
 def read_split(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
