@@ -57,6 +57,8 @@ def test_evaluate_dir_gives_the_runs_own_final_metrics_beside_its_checkpoint(cli
     out = run_dir / "evaluation"
     final, evaluated = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, out))
     final.pop("time/eval_s"), evaluated.pop("time/eval_s")
+    # The same numbers; where they came from differs in the command line only.
+    assert evaluated.pop("provenance")["command"] != final.pop("provenance")["command"]
     assert evaluated == final and {"eval/elbo", "valid/elbo", "step"} <= set(evaluated)
     assert last.read_bytes() == before and not (out / "checkpoints").exists()
     assert scalars(out, "eval/elbo") == [(30, pytest.approx(final["eval/elbo"]))]

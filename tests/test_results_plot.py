@@ -95,7 +95,8 @@ def test_a_job_without_an_event_file_is_named_and_left_out(sweep_dir, tmp_path):
     (["--metric", "eval/elbo"], "--metric chooses what --plot draws; give --plot FILE.png too"),
     (["--plot", "{tmp}/missing/out.png"], "--plot {tmp}/missing/out.png: cannot write it: No such file or directory"),
     (["--plot", "{tmp}/out.png", "--metric", "eval/accuracy"],
-     "--metric eval/accuracy: no run logged it; they logged eval/elbo, eval/log_likelihood"),
+     "--metric eval/accuracy: no run logged it; they logged eval/elbo, eval/fid, eval/log_likelihood, eval/precision, "
+     "eval/recall"),
 ])
 def test_bad_plot_options_are_one_line(sweep_dir, tmp_path, args, message):
     done = results_table(str(sweep_dir), *(a.format(tmp=tmp_path) for a in args))

@@ -51,7 +51,8 @@ def test_reproduce_sets_the_2015_pipeline_beside_the_authors_log(tmp_path):
     row = [c.strip() for c in done.stdout.strip().splitlines()[-1].split("|")[1:-1]]
     assert row[0] == "adgm_2015_code" and row[3] == "2" and row[4] == "the authors' log starts at epoch 80"
     curves = json.loads((tmp_path / "curves.json").read_text())
-    job = json.loads((tmp_path / "adgm_2015_code" / "0" / "metrics.json").read_text())
+    (job_file,) = (tmp_path / "adgm_2015_code").glob("0_*/metrics.json")  # 0_adgm_mnist_100labels_...
+    job = json.loads(job_file.read_text())
     test, unlabelled = curves["adgm_2015_code"], curves["adgm_2015_code unlabelled"]
     assert test["unit"] == unlabelled["unit"] == "epoch" and test["x"] == unlabelled["x"] == [1, 2]
     assert test["mean"][-1] == pytest.approx(100 * job["eval/error"])
