@@ -63,7 +63,10 @@ class Animations:
 
 def _read(path: Path) -> Image.Image:
     """The frame in memory, its file closed: a long run has more frames than a process may keep open."""
-    with reading(path, "animation frame", "delete it (the GIF is joined from the frames left), then resume the run "
-                                          "or evaluate it again"):
+    with reading(
+        path,
+        "animation frame",
+        "delete it (the GIF is joined from the frames left), then resume the run or evaluate it again",
+    ):
         with Image.open(path) as image:
             return image.convert("RGB")

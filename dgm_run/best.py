@@ -9,12 +9,13 @@ in a row without a better value, training stops.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
-from dgm_run.trainer_config import TrainerConfig
 from dgm_run.errors import UserError
 from dgm_run.metrics import headline
+from dgm_run.trainer_config import TrainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +39,20 @@ class BestCheckpoint:
         self.stale = 0
         prefix = self.metric.split("/")[0] if self.metric else None
         if prefix is not None and prefix not in prefixes:  # known before training: say so now, not after an epoch
-            raise UserError(f"trainer.best_metric={self.metric}: this run has no {prefix}/ metrics; "
-                            "hold out a validation set with data.n_validation=N")
+            raise UserError(
+                f"trainer.best_metric={self.metric}: this run has no {prefix}/ metrics; "
+                "hold out a validation set with data.n_validation=N"
+            )
 
     def update(self, metrics: dict[str, float], epoch: int, save: Callable[[Path], None]) -> bool:
         """Compare an evaluation with the best so far, keep it if better; True when training should stop."""
         if self.metric is None:
             return False
         if self.metric not in metrics:
-            raise UserError(f"trainer.best_metric={self.metric} is not a metric of this run; "
-                            f"choose one of: {', '.join(k for k in headline(metrics) if '/' in k)}")
+            raise UserError(
+                f"trainer.best_metric={self.metric} is not a metric of this run; "
+                f"choose one of: {', '.join(k for k in headline(metrics) if '/' in k)}"
+            )
         value = metrics[self.metric]
         if self.value is None or (value > self.value if self.higher else value < self.value):
             self.value, self.epoch, self.stale = value, epoch, 0
@@ -56,8 +61,14 @@ class BestCheckpoint:
             self.stale += 1
         if self.patience is None or self.stale < self.patience:
             return False
-        log.info("early stop: %s has not improved for %d evaluations (best %.4g at epoch %d, %s)",
-                 self.metric, self.stale, self.value, self.epoch, self.path)
+        log.info(
+            "early stop: %s has not improved for %d evaluations (best %.4g at epoch %d, %s)",
+            self.metric,
+            self.stale,
+            self.value,
+            self.epoch,
+            self.path,
+        )
         return True
 
     def state_dict(self) -> dict[str, Any]:

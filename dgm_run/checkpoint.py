@@ -54,7 +54,10 @@ def load(path: Path, remedy: str = "restore a good copy, or start the run again 
         state = torch.load(path, map_location="cpu", weights_only=True)
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
     if missing or state["format"] != FORMAT:
-        raise UserError(f"checkpoint {path} is not a dgm-run checkpoint of format {FORMAT} "
-                        f"(missing {', '.join(missing) or 'nothing'}, format {state.get('format') if isinstance(state, dict) else '?'}); "
-                        f"{remedy}")
+        raise UserError(
+            f"checkpoint {path} is not a dgm-run checkpoint of format {FORMAT} "
+            f"(missing {', '.join(missing) or 'nothing'}, "
+            f"format {state.get('format') if isinstance(state, dict) else '?'}); "
+            f"{remedy}"
+        )
     return state

@@ -19,7 +19,6 @@ from hydra.errors import ConfigCompositionException, MissingConfigException, Ove
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from hydra_plugins.dgm_run_search import OptunaSearch
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from dgm_run import run_dir as directories
@@ -31,6 +30,7 @@ from dgm_run.metrics import headline
 from dgm_run.run_dir import ERROR_FILE, take_back
 from dgm_run.search import trial_reporter
 from dgm_run.train import CHECKPOINT, evaluate_run, evaluation_paths, run
+from hydra_plugins.dgm_run_search import OptunaSearch
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +39,25 @@ EXIT_USER_ERROR = 2
 # A resumed run reuses its own directory and keeps the .hydra/ files of its first start; an evaluation
 # writes into the evaluation/ folder of the run it evaluates (evaluation-best/ for its best.pt).
 OmegaConf.register_new_resolver(
-    "dgm_run_dir", lambda resume, evaluate, default: resume or (evaluate and str(evaluation_paths(Path(evaluate))[2]))
-    or default, replace=True)
+    "dgm_run_dir",
+    lambda resume, evaluate, default: resume or (evaluate and str(evaluation_paths(Path(evaluate))[2])) or default,
+    replace=True,
+)
 OmegaConf.register_new_resolver("dgm_hydra_subdir", lambda resume: None if resume else ".hydra", replace=True)
 # device=cuda_per_job: the job number of a sweep picks the GPU (a single run is job 0).
 OmegaConf.register_new_resolver(
-    "dgm_gpu_for_job", lambda: gpu_for_job(OmegaConf.select(HydraConfig.get(), "job.num", default=0) or 0),
-    replace=True)
+    "dgm_gpu_for_job", lambda: gpu_for_job(OmegaConf.select(HydraConfig.get(), "job.num", default=0) or 0), replace=True
+)
 # A sweep job's directory: outputs/multirun/DATE/TIME/<job_name(...)>.
 OmegaConf.register_new_resolver("dgm_job_name", directories.job_name, replace=True)
 # The groups `dgm-run --help` lists: those users choose from, not Hydra's own nor the schemas.
 OmegaConf.register_new_resolver(
-    "dgm_config_groups", lambda: GlobalHydra.instance().hydra.format_config_groups(
-        lambda group: group.partition("/")[0] not in ("hydra", SCHEMA_GROUP)),
-    replace=True)
+    "dgm_config_groups",
+    lambda: GlobalHydra.instance().hydra.format_config_groups(
+        lambda group: group.partition("/")[0] not in ("hydra", SCHEMA_GROUP)
+    ),
+    replace=True,
+)
 # Every composition, the app's and _allowed_keys', extends the schemas of dgm_run.config.
 register_schemas()
 # dgm-run's own sweeper (hydra/sweeper=dgm_optuna), registered by hand as well: Hydra's scan of the
@@ -60,8 +65,12 @@ register_schemas()
 Plugins.instance().register(OptunaSearch)
 
 # Hydra plugins that come with an optional extra of the package.
-PLUGIN_EXTRAS = {"hydra/launcher/joblib": "joblib",
-                 "hydra/launcher/submitit_slurm": "slurm", "hydra/launcher/submitit_local": "slurm"}
+PLUGIN_EXTRAS = {
+    "hydra/launcher/joblib": "joblib",
+    "hydra/launcher/submitit_slurm": "slurm",
+    "hydra/launcher/submitit_local": "slurm",
+}
+
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
     print(f"dgm-run: error: {message}", file=sys.stderr)
@@ -81,8 +90,13 @@ def app(cfg: DictConfig) -> dict[str, float]:
             notice = None if cfg.get("resume") is not None else experiment_notice(hydra_cfg.runtime.choices)
             if notice:
                 log.warning(notice)
-            metrics = run(cfg, Path(hydra_cfg.runtime.output_dir), overrides, group_choices(hydra_cfg.runtime.choices),
-                          on_epoch_end=trial_reporter(cfg.get("objective"), hydra_cfg.sweeper))
+            metrics = run(
+                cfg,
+                Path(hydra_cfg.runtime.output_dir),
+                overrides,
+                group_choices(hydra_cfg.runtime.choices),
+                on_epoch_end=trial_reporter(cfg.get("objective"), hydra_cfg.sweeper),
+            )
         return objective(metrics, cfg.get("objective"))
     except UserError as err:
         message = f"{err}{after_write_error(cfg, hydra_cfg)}" if isinstance(err, WriteError) else str(err)
@@ -100,8 +114,7 @@ def app(cfg: DictConfig) -> dict[str, float]:
         fail(message)
     except Interrupted as err:
         run_dir = cfg.resume or hydra_cfg.runtime.output_dir
-        print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}",
-              file=sys.stderr)
+        print(f"dgm-run: stopped by {err}; checkpoint saved. Resume with: dgm-run resume={run_dir}", file=sys.stderr)
         sys.exit(128 + err.signum)
 
 
@@ -137,12 +150,18 @@ def experiment_notice(choices: DictConfig) -> Optional[str]:
         return None
     # Shortest name first: the model's paper experiment (adgm_mnist) before its variants (adgm_2015_code).
     for name, node in sorted(option_nodes("experiment").items(), key=lambda item: len(item[0])):
-        chosen = {key.removeprefix("override /"): value for entry in node.get("defaults", [])
-                  if isinstance(entry, DictConfig) for key, value in entry.items()}
+        chosen = {
+            key.removeprefix("override /"): value
+            for entry in node.get("defaults", [])
+            if isinstance(entry, DictConfig)
+            for key, value in entry.items()
+        }
         sets = [f"{group}.{key}" for group in ("model", "data") for key in node.get(group, {})]
         if sets and chosen.get("model") == choices.get("model") and chosen.get("data") == choices.get("data"):
-            return (f"model={choices.model} data={choices.data} runs the model's own defaults; "
-                    f"experiment={name} has the settings for this data ({', '.join(sets)})")
+            return (
+                f"model={choices.model} data={choices.data} runs the model's own defaults; "
+                f"experiment={name} has the settings for this data ({', '.join(sets)})"
+            )
     return None
 
 
@@ -169,8 +188,10 @@ def objective(metrics: dict[str, float], name: Optional[str]) -> Union[float, di
     if name is None:
         return metrics
     if name not in metrics:
-        raise UserError(f"objective={name} is not a final metric of this run (see metrics.json); "
-                        f"choose one of: {', '.join(headline(metrics))}")
+        raise UserError(
+            f"objective={name} is not a final metric of this run (see metrics.json); "
+            f"choose one of: {', '.join(headline(metrics))}"
+        )
     return float(metrics[name])
 
 
@@ -178,8 +199,9 @@ def _allowed_keys(full_key: str) -> Optional[list[str]]:
     """The keys beside a misspelt one, from the config composed without the offending override
     (None when they cannot be told)."""
     parent = full_key.rpartition(".")[0]
-    others = [a for a in sys.argv[1:]
-              if not a.startswith("-") and not a.split("=")[0].lstrip("+~").startswith(full_key)]
+    others = [
+        a for a in sys.argv[1:] if not a.startswith("-") and not a.split("=")[0].lstrip("+~").startswith(full_key)
+    ]
     try:
         with hydra.initialize_config_module("dgm_run.configs", version_base="1.3"):
             node = hydra.compose("config", overrides=others)
@@ -195,11 +217,16 @@ def describe(err: Exception) -> str:
         group, _, option = (err.missing_cfg_file or "").rpartition("/")
         message = f"{group}={option} is not a known option; choose one of: {', '.join(sorted(err.options))}"
         extra = PLUGIN_EXTRAS.get(f"{group}/{option}")
-        return message + (f" (the plugin is not installed: pip install \".[{extra}]\" in the dgm-run clone)" if extra else "")
+        return message + (
+            f' (the plugin is not installed: pip install ".[{extra}]" in the dgm-run clone)' if extra else ""
+        )
     cause = err.__cause__
     full_key = getattr(cause, "full_key", None)
-    if isinstance(cause, OmegaConfBaseException) and full_key and not isinstance(
-            cause, (ConfigKeyError, ConfigAttributeError)):  # a value of the wrong type for its schema
+    if (
+        isinstance(cause, OmegaConfBaseException)
+        and full_key
+        and not isinstance(cause, (ConfigKeyError, ConfigAttributeError))
+    ):  # a value of the wrong type for its schema
         return f"{full_key}: {str(cause.msg).splitlines()[0]}"
     if isinstance(cause, OmegaConfBaseException) and full_key:
         allowed = _allowed_keys(full_key)
@@ -214,17 +241,22 @@ def report_sweep() -> None:
     """The last lines of a sweep: where its runs are, the table of their results and how to look at them."""
     if directories.sweep is not None:
         where = shlex.quote(str(directories.sweep))
-        print(f"sweep: {directories.sweep} (a run directory per job)\n"
-              f"table: dgm-run-table {where}\n"
-              f"see them: tensorboard --logdir {where}", flush=True)
+        print(
+            f"sweep: {directories.sweep} (a run directory per job)\n"
+            f"table: dgm-run-table {where}\n"
+            f"see them: tensorboard --logdir {where}",
+            flush=True,
+        )
 
 
 def failed_jobs(sweep: Path, since: float) -> list[str]:
     """The jobs of the sweep started at `since` that failed, each by its number with its error (the error.txt it
     wrote in its directory, which the number starts)."""
     written = [path for path in sweep.glob(f"*/{ERROR_FILE}") if path.stat().st_mtime >= int(since)]
-    return [f"job {path.parent.name.split('_')[0]}: {path.read_text().strip()}"
-            for path in sorted(written, key=os.path.getmtime)]
+    return [
+        f"job {path.parent.name.split('_')[0]}: {path.read_text().strip()}"
+        for path in sorted(written, key=os.path.getmtime)
+    ]
 
 
 def main() -> None:

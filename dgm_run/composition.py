@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from collections.abc import Sequence
 from dataclasses import field
 from importlib import resources
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import hydra.utils
 from hydra.core.config_store import ConfigStore
@@ -29,8 +30,10 @@ SCHEMA_GROUP = "schema"
 def option_nodes(group: str) -> dict[str, DictConfig]:
     """The files of configs/GROUP as they are written (no composition), by option name, in name order."""
     files = [f for f in (resources.files("dgm_run.configs") / group).iterdir() if f.name.endswith(".yaml")]
-    return {f.name.removesuffix(".yaml"): OmegaConf.create(f.read_text(encoding="utf-8"))
-            for f in sorted(files, key=lambda f: f.name)}
+    return {
+        f.name.removesuffix(".yaml"): OmegaConf.create(f.read_text(encoding="utf-8"))
+        for f in sorted(files, key=lambda f: f.name)
+    }
 
 
 def _option_targets(group: str) -> dict[str, str]:
@@ -58,10 +61,13 @@ def composable(schema: type) -> type:
         hints = typing.get_type_hints(schema)
     except Exception:  # an annotation that cannot be resolved here: compose with the schema as it is
         return schema
-    loose = [(f.name, dict[str, Any], field(default_factory=f.default_factory))
-             for f in dataclasses.fields(schema)
-             if typing.get_origin(hints[f.name]) is dict and dataclasses.is_dataclass(typing.get_args(hints[f.name])[-1])
-             and f.default_factory is not dataclasses.MISSING]
+    loose = [
+        (f.name, dict[str, Any], field(default_factory=f.default_factory))
+        for f in dataclasses.fields(schema)
+        if typing.get_origin(hints[f.name]) is dict
+        and dataclasses.is_dataclass(typing.get_args(hints[f.name])[-1])
+        and f.default_factory is not dataclasses.MISSING
+    ]
     return dataclasses.make_dataclass(schema.__name__, loose, bases=(schema,)) if loose else schema
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import hydra.utils
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from dgm_run.checks import InvalidValue, check, check_choice, check_positive
 from dgm_run.errors import UserError
+
 # TrainerConfig has a module of its own (its size); it is a schema of this module as the others are.
 from dgm_run.trainer_config import TrainerConfig
 
@@ -64,8 +66,11 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         check_choice(self, "name", ("adam", "adamw", "sgd"))
         check(self.lr > 0, "lr", f"must be > 0 (got {self.lr})")
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas",
-              f"must be two numbers in [0, 1) (got {self.betas})")
+        check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "betas",
+            f"must be two numbers in [0, 1) (got {self.betas})",
+        )
         check(0 < self.lr_decay <= 1, "lr_decay", f"must be in (0, 1] (got {self.lr_decay})")
         check_positive(self, "lr_decay_every_epochs")
         check(self.min_lr >= 0, "min_lr", f"must be >= 0 (got {self.min_lr})")
@@ -73,8 +78,11 @@ class OptimizerConfig:
             for key in ("clip_norm", "clip_value"):
                 value = getattr(node, key)
                 check(value is None or value > 0, prefix + key, f"must be > 0, or null for no clipping (got {value})")
-            check(node.weight_prior is None or node.weight_prior >= 0, prefix + "weight_prior",
-                  f"must be >= 0 (got {node.weight_prior})")
+            check(
+                node.weight_prior is None or node.weight_prior >= 0,
+                prefix + "weight_prior",
+                f"must be >= 0 (got {node.weight_prior})",
+            )
 
 
 @dataclass

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from typing import ContextManager, Optional
+from contextlib import AbstractContextManager
+from typing import Optional
 
 import torch
 
@@ -19,8 +20,10 @@ def resolve_device(kind: str, index: Optional[int] = None) -> torch.device:
     if kind == "cpu" or index is None:
         return torch.device(kind)
     if index >= torch.cuda.device_count():
-        raise UserError(f"device.index={index}: this machine has {torch.cuda.device_count()} CUDA GPUs "
-                        f"(indices 0 to {torch.cuda.device_count() - 1})")
+        raise UserError(
+            f"device.index={index}: this machine has {torch.cuda.device_count()} CUDA GPUs "
+            f"(indices 0 to {torch.cuda.device_count() - 1})"
+        )
     return torch.device(kind, index)
 
 
@@ -30,7 +33,7 @@ def use_device(device: torch.device) -> None:
         torch.cuda.set_device(device)
 
 
-def forked_rng(device: torch.device) -> ContextManager:
+def forked_rng(device: torch.device) -> AbstractContextManager:
     """The CPU's RNG and, on a GPU, that GPU's, restored on exit: draws inside leave the run's streams as they were."""
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
@@ -47,7 +50,7 @@ def gpu_for_job(job_num: int) -> int:
     return job_num % max(torch.cuda.device_count(), 1)
 
 
-def configure_precision(precision: str, device: torch.device, cuda_graph: bool = False) -> ContextManager:
+def configure_precision(precision: str, device: torch.device, cuda_graph: bool = False) -> AbstractContextManager:
     """Set matmul precision; return the autocast context for forward passes. With `cuda_graph`, autocast
     keeps no cache of cast weights: a cache filled during a capture would hand later replays tensors that
     the graph's memory pool has reused (torch asks the same of autocast around make_graphed_callables)."""

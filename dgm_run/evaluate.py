@@ -38,13 +38,23 @@ def error_and_accuracy(probs: Tensor, y: Tensor) -> dict[str, Tensor]:
 
 
 class Evaluator:
-    def __init__(self, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, cfg: LoggerConfig,
-                 seed: int, batch_size: int, autocast: Any, progress_bar: bool = False, fid_samples: int = 0) -> None:
+    def __init__(
+        self,
+        model: GenerativeModel,
+        data: DeviceData,
+        logger: TensorBoardLogger,
+        cfg: LoggerConfig,
+        seed: int,
+        batch_size: int,
+        autocast: Any,
+        progress_bar: bool = False,
+        fid_samples: int = 0,
+    ) -> None:
         self.model, self.data, self.logger, self.cfg = model, data, logger, cfg
         self.seed, self.batch_size, self.autocast = seed, batch_size, autocast
         self.progress_bar = progress_bar
         self.fid_samples = fid_samples
-        self.quality: Optional["SampleQuality"] = None  # made at the first evaluation that measures samples
+        self.quality: Optional[SampleQuality] = None  # made at the first evaluation that measures samples
         self.device = data.x_train.device
         self.animations = Animations(logger)  # each figure's frames; joined by animations.assemble() at the end
 
@@ -57,11 +67,20 @@ class Evaluator:
         model.eval()
         sets = data.eval_sets()
         # Redrawn at every batch (mininterval=0): they are few, and each may take seconds.
-        bar = tqdm(total=sum(len(x) for x, _ in sets.values()), desc=f"evaluate {model.label}", unit="ex",
-                   leave=False, dynamic_ncols=True, mininterval=0, disable=not self.progress_bar)
+        bar = tqdm(
+            total=sum(len(x) for x, _ in sets.values()),
+            desc=f"evaluate {model.label}",
+            unit="ex",
+            leave=False,
+            dynamic_ncols=True,
+            mininterval=0,
+            disable=not self.progress_bar,
+        )
         with bar, forked_rng(self.device), self.autocast:
             torch.manual_seed(self.seed * 1_000_003 + step)
-            metrics = {f"eval/{name}": float(value) for name, value in model.evaluate_all(data.x_test, data.y_test).items()}
+            metrics = {
+                f"eval/{name}": float(value) for name, value in model.evaluate_all(data.x_test, data.y_test).items()
+            }
             for prefix, (x, y) in sets.items():
                 metrics.update(self.average_metrics(prefix, x, y, bar))
             bar.set_description("evaluate: sample quality")
@@ -71,6 +90,7 @@ class Evaluator:
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
                 # Imported here: matplotlib takes about half a second, which runs without figures save.
                 from dgm_run.figures import render
+
                 for tag, picture in model.figures(data.x_test, data.y_test).items():
                     image = render(picture)
                     self.logger.image(tag, image, step)
@@ -87,7 +107,7 @@ class Evaluator:
         # Imported here: torchmetrics takes a moment to import, which runs without digits save.
         from dgm_run.sample_quality import DIGIT_SHAPE, SampleQuality
 
-        reference = self.data.x_test_grey[:self.fid_samples]
+        reference = self.data.x_test_grey[: self.fid_samples]
         if len(reference) < 2 or self.data.shape != DIGIT_SHAPE:
             return {}
         samples = self.model.sample(len(reference))
@@ -115,8 +135,9 @@ class Evaluator:
         metrics = {} if probs is None else error_and_accuracy(probs, y)
         return {**metrics, **{name: total / draws for name, total in sums.items()}}
 
-    def average_metrics(self, prefix: str, x_all: Tensor, y_all: Tensor,
-                        bar: Optional[tqdm] = None) -> dict[str, float]:
+    def average_metrics(
+        self, prefix: str, x_all: Tensor, y_all: Tensor, bar: Optional[tqdm] = None
+    ) -> dict[str, float]:
         """The per-example metrics (`batch_metrics`) averaged over the set `prefix` of data.eval_sets(), and per
         class where the model asks; `bar` counts the examples done. The unlabelled training digits score the
         classifier only: their likelihood is not a held-out number."""
@@ -124,7 +145,7 @@ class Evaluator:
         sums: dict[str, Tensor] = {}
         k = self.data.n_classes
         for start in range(0, len(x_all), self.batch_size):
-            x, y = x_all[start:start + self.batch_size], y_all[start:start + self.batch_size]
+            x, y = x_all[start : start + self.batch_size], y_all[start : start + self.batch_size]
             for name, values in self.batch_metrics(x, y, classifier_only).items():
                 sums[name] = sums.get(name, 0) + values.sum()
                 if name in self.model.per_class_metrics and not classifier_only:
@@ -159,7 +180,7 @@ class Evaluator:
         recon = self.model.reconstruct(x)
         if recon is not None:
             # Rows of eight originals, each followed by a row of their reconstructions.
-            rows = torch.cat([t[r:r + 8] for r in range(0, len(x), 8) for t in (x, recon)])
+            rows = torch.cat([t[r : r + 8] for r in range(0, len(x), 8) for t in (x, recon)])
             self.logger.images("reconstructions", rows, step)
 
     @torch.no_grad()

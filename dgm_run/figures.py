@@ -54,8 +54,9 @@ def _scatter(ax, s: Scatter) -> None:
 
 
 def _heatmap(figure: Figure, ax, h: Heatmap) -> None:
-    image = ax.imshow(h.values.detach().float().cpu().numpy(), origin="lower", extent=h.extent, cmap="viridis",
-                      aspect="equal")
+    image = ax.imshow(
+        h.values.detach().float().cpu().numpy(), origin="lower", extent=h.extent, cmap="viridis", aspect="equal"
+    )
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     if h.points is not None:
         pts = h.points.detach().float().cpu().numpy()

@@ -15,8 +15,9 @@ import os
 import pickle
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -26,8 +27,18 @@ from dgm_run.errors import UserError, WriteError
 # them), YAML, torch.load (RuntimeError, pickle's and zipfile's errors), gzip (EOFError, zlib.error; its
 # BadGzipFile is an OSError without an errno, as are Pillow's "image file is truncated" and
 # UnidentifiedImageError), torchvision's IDX reader (AssertionError, KeyError for an unknown type code).
-DAMAGE = (ValueError, EOFError, RuntimeError, TypeError, AssertionError, KeyError, zlib.error, pickle.UnpicklingError,
-          zipfile.BadZipFile, yaml.YAMLError)
+DAMAGE = (
+    ValueError,
+    EOFError,
+    RuntimeError,
+    TypeError,
+    AssertionError,
+    KeyError,
+    zlib.error,
+    pickle.UnpicklingError,
+    zipfile.BadZipFile,
+    yaml.YAMLError,
+)
 
 
 def reason(err: BaseException) -> str:

@@ -10,7 +10,8 @@ rates, the loss sums, the progress) lives in tensors that it updates in place.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -25,8 +26,10 @@ WARMUP_CALLS = 3
 def use_cuda_graph(setting: str, compile: str, device: torch.device) -> bool:
     """trainer.cuda_graph resolved: auto captures on CUDA, unless torch.compile captures graphs itself."""
     if setting == "true" and device.type != "cuda":
-        raise UserError(f"trainer.cuda_graph=true needs a CUDA device (this run trains on {device.type}); "
-                        "use trainer.cuda_graph=auto or false")
+        raise UserError(
+            f"trainer.cuda_graph=true needs a CUDA device (this run trains on {device.type}); "
+            "use trainer.cuda_graph=auto or false"
+        )
     if setting == "auto":
         return device.type == "cuda" and compile != "reduce-overhead"
     return setting == "true"
@@ -69,8 +72,12 @@ class CapturedStep:
     def _load(self, batch: Batch) -> None:
         """Copy the batch's tensors into the fixed ones, which are made from the first batch."""
         if self.inputs is None:
-            self.tensor_fields = [f.name for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)]
-            self.inputs = dataclasses.replace(batch, **{name: getattr(batch, name).clone() for name in self.tensor_fields})
+            self.tensor_fields = [
+                f.name for f in dataclasses.fields(batch) if isinstance(getattr(batch, f.name), torch.Tensor)
+            ]
+            self.inputs = dataclasses.replace(
+                batch, **{name: getattr(batch, name).clone() for name in self.tensor_fields}
+            )
         else:
             for name in self.tensor_fields:
                 getattr(self.inputs, name).copy_(getattr(batch, name))

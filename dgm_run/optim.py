@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import torch
 
@@ -19,24 +20,30 @@ def check_schedule(model: GenerativeModel, schedule: list[PhaseStep], cfg: Optim
     phases = ", ".join(model.phases)
     for i, entry in enumerate(schedule):
         if entry.phase not in model.phases:
-            raise UserError(f"model.schedule[{i}].phase: '{entry.phase}' is not a phase of {model.label}; "
-                            f"phases: {phases}")
+            raise UserError(
+                f"model.schedule[{i}].phase: '{entry.phase}' is not a phase of {model.label}; phases: {phases}"
+            )
         if not model.phase_parameters(entry.phase):
             trainable = ", ".join(p for p in model.phases if model.phase_parameters(p))
-            raise UserError(f"model.schedule[{i}].phase: {model.label} has nothing to train in phase "
-                            f"'{entry.phase}'; schedule only: {trainable}")
+            raise UserError(
+                f"model.schedule[{i}].phase: {model.label} has nothing to train in phase "
+                f"'{entry.phase}'; schedule only: {trainable}"
+            )
     scheduled = {entry.phase for entry in schedule}
     missing = [p for p in model.required_phases if p not in scheduled]
     if missing:
-        raise UserError(f"model.schedule: {model.label} needs the phases {', '.join(model.required_phases)} "
-                        f"(got {', '.join(sorted(scheduled))})")
+        raise UserError(
+            f"model.schedule: {model.label} needs the phases {', '.join(model.required_phases)} "
+            f"(got {', '.join(sorted(scheduled))})"
+        )
     for phase in cfg.phases:
         if phase not in model.phases:
             raise UserError(f"optimizer.phases.{phase}: not a phase of {model.label}; phases: {phases}")
 
 
-def prepare_gradients(params: list[torch.nn.Parameter], prior: float, norm: Optional[float],
-                      value: Optional[float]) -> Callable[..., None]:
+def prepare_gradients(
+    params: list[torch.nn.Parameter], prior: float, norm: Optional[float], value: Optional[float]
+) -> Callable[..., None]:
     """An optimizer step pre-hook on the gradients of `params` (the optimizer's), in place: the weight
     prior's gradient, `prior` * W, added to every weight matrix's (not to biases: parameters of one
     dimension), then the total norm scaled down to `norm`, then every element clamped to +-`value` (0 or
@@ -53,11 +60,13 @@ def prepare_gradients(params: list[torch.nn.Parameter], prior: float, norm: Opti
             torch.nn.utils.clip_grad_norm_(params, norm)
         if value is not None:
             torch.nn.utils.clip_grad_value_(params, value)
+
     return hook
 
 
-def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phase: str,
-                    capturable: bool = False) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: list[torch.nn.Parameter], cfg: OptimizerConfig, phase: str, capturable: bool = False
+) -> torch.optim.Optimizer:
     """The optimizer of `phase`, adding the weight prior's gradient and clipping when optimizer.weight_prior,
     clip_norm or clip_value is set.
     `capturable`: its learning rate a tensor that the decay updates in place and its state on the device,
@@ -75,8 +84,9 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimizerConfig, phas
         lr = torch.tensor(lr, device=params[0].device)
     # fused: one kernel for every parameter's update, the same algorithm.
     if cfg.name == "sgd":
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
-                                                           weight_decay=weight_decay, fused=True)
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=lr, momentum=cfg.momentum, weight_decay=weight_decay, fused=True
+        )
     else:
         adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         optimizer = adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True, **extra)
@@ -95,8 +105,9 @@ def step_decay(cfg: OptimizerConfig, base_lr: float) -> Callable[[int], float]:
 class PhaseOptimizers:
     """One optimizer per scheduled phase over that phase's parameters, each with its decay per epoch."""
 
-    def __init__(self, model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig,
-                 capturable: bool = False) -> None:
+    def __init__(
+        self, model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig, capturable: bool = False
+    ) -> None:
         check_schedule(model, schedule, cfg)
         used = dict.fromkeys(entry.phase for entry in schedule)
         self.optimizers = {p: build_optimizer(model.phase_parameters(p), cfg, p, capturable) for p in used}
@@ -116,8 +127,10 @@ class PhaseOptimizers:
         return {p: float(s.get_last_lr()[0]) for p, s in self.schedulers.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
-                "schedulers": {p: s.state_dict() for p, s in self.schedulers.items()}}
+        return {
+            "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+            "schedulers": {p: s.state_dict() for p, s in self.schedulers.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for p, opt in self.optimizers.items():

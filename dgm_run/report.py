@@ -25,9 +25,12 @@ def git_state() -> dict[str, Any]:
     if not (root / ".git").exists():
         return {}
     try:
+
         def git(*args: str) -> str:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -35,9 +38,16 @@ def git_state() -> dict[str, Any]:
 
 def provenance(device: torch.device) -> dict[str, Any]:
     """Where a number came from: dgm-run's version and commit, torch and CUDA, the device, the command."""
-    return {"dgm_run": version("dgm-run"), **git_state(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "device": str(device), "device_name": device_name(device), "python": platform.python_version(),
-            "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}
+    return {
+        "dgm_run": version("dgm-run"),
+        **git_state(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": str(device),
+        "device_name": device_name(device),
+        "python": platform.python_version(),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
 
 
 def header(device: torch.device) -> dict[str, Any]:

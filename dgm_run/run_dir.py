@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -39,8 +40,19 @@ class RunDirectory(Callback):
 
 # Overrides a job's directory name leaves out: the model and data it names already, and where things are, where
 # or how a run runs or is shown, which do not say what it is.
-UNNAMED = ("model", "data", "data.root", "device", "device.index", "launcher", "resume", "evaluate", "auto_resume",
-           "trainer.progress_bar", "trainer.threads")
+UNNAMED = (
+    "model",
+    "data",
+    "data.root",
+    "device",
+    "device.index",
+    "launcher",
+    "resume",
+    "evaluate",
+    "auto_resume",
+    "trainer.progress_bar",
+    "trainer.threads",
+)
 # A job's directory name at most, in bytes (a file name may have 255); its number keeps a shortened one unique.
 JOB_NAME_BYTES = 200
 
@@ -66,8 +78,9 @@ def take_back(hydra_cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.run.dir)
     hydra_files = {run_dir / f"{hydra_cfg.job.name}.log"}
     if hydra_cfg.output_subdir is not None:
-        hydra_files |= {run_dir / hydra_cfg.output_subdir / name
-                        for name in ("config.yaml", "hydra.yaml", "overrides.yaml")}
+        hydra_files |= {
+            run_dir / hydra_cfg.output_subdir / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml")
+        }
     if all(path in hydra_files for path in made.rglob("*") if not path.is_dir()):
         shutil.rmtree(made, ignore_errors=True)
 

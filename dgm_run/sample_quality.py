@@ -34,9 +34,16 @@ class DigitClassifier(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3), nn.ReLU(), nn.MaxPool2d(2),   # 16 x 13 x 13
-            nn.Conv2d(16, 32, 3), nn.ReLU(), nn.MaxPool2d(2),  # 32 x 5 x 5
-            nn.Flatten(), nn.Linear(32 * 5 * 5, self.num_features), nn.ReLU())
+            nn.Conv2d(1, 16, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 16 x 13 x 13
+            nn.Conv2d(16, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 32 x 5 x 5
+            nn.Flatten(),
+            nn.Linear(32 * 5 * 5, self.num_features),
+            nn.ReLU(),
+        )
         self.logits = nn.Linear(self.num_features, 10)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -48,8 +55,10 @@ def load_classifier(device: torch.device) -> DigitClassifier:
     net = DigitClassifier()
     with resources.as_file(resources.files("dgm_run.assets") / WEIGHTS) as path:
         if not path.is_file():
-            raise UserError(f"the digit classifier's weights are missing ({path}); reinstall dgm-run, or train them "
-                            "with scripts/train_digit_classifier.py, or set trainer.eval_fid_samples=0")
+            raise UserError(
+                f"the digit classifier's weights are missing ({path}); reinstall dgm-run, or train them "
+                "with scripts/train_digit_classifier.py, or set trainer.eval_fid_samples=0"
+            )
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return net.to(device).eval()
 
@@ -84,22 +93,26 @@ class SampleQuality:
         self.batch_size = batch_size
         self.net = load_classifier(reference.device)
         self.n = len(reference)
-        self.fid = FrechetInceptionDistance(feature=Features(DigitClassifier.num_features),
-                                            reset_real_features=False).to(reference.device)
+        self.fid = FrechetInceptionDistance(
+            feature=Features(DigitClassifier.num_features), reset_real_features=False
+        ).to(reference.device)
         self.real = self.features(reference)
         self.fid.update(self.real, real=True)
         self.real_radii = radii(self.real)
 
     @torch.no_grad()
     def features(self, images: Tensor) -> Tensor:
-        return torch.cat([self.net.features(images[i:i + self.batch_size].float())
-                          for i in range(0, len(images), self.batch_size)])
+        return torch.cat(
+            [self.net.features(images[i : i + self.batch_size].float()) for i in range(0, len(images), self.batch_size)]
+        )
 
     @torch.no_grad()
     def __call__(self, samples: Tensor) -> dict[str, float]:
         fake = self.features(samples)
         self.fid.reset()  # the reference's features stay (reset_real_features=False)
         self.fid.update(fake, real=False)
-        return {"fid": float(self.fid.compute()),
-                "precision": float(coverage(fake, self.real, self.real_radii)),
-                "recall": float(coverage(self.real, fake, radii(fake)))}
+        return {
+            "fid": float(self.fid.compute()),
+            "precision": float(coverage(fake, self.real, self.real_radii)),
+            "recall": float(coverage(self.real, fake, radii(fake))),
+        }

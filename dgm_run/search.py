@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -28,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from dgm_run.errors import UserError
 from dgm_run.files import write_text
 from dgm_run.run_dir import ERROR_FILE
+
 if TYPE_CHECKING:
     import optuna
 
@@ -57,6 +59,7 @@ def storage(url: Optional[str], sweep_dir: Path) -> Any:
         return f"sqlite:///{(sweep_dir / 'optuna.db').absolute()}"
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
+
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     return url
 
@@ -76,33 +79,42 @@ def distributions(params: DictConfig) -> dict[str, Any]:
             choices = list(override.sweep_string_iterator())
             result[key] = optuna.distributions.CategoricalDistribution(choices)
         elif isinstance(sweep, RangeSweep):
-            result[key] = optuna.distributions.IntDistribution(int(sweep.start), int(sweep.stop) - 1,
-                                                               step=int(sweep.step), log=log_scale)
+            result[key] = optuna.distributions.IntDistribution(
+                int(sweep.start), int(sweep.stop) - 1, step=int(sweep.step), log=log_scale
+            )
         elif isinstance(sweep, IntervalSweep):
             ints = isinstance(sweep.start, int) and isinstance(sweep.end, int)
             kind = optuna.distributions.IntDistribution if ints else optuna.distributions.FloatDistribution
             result[key] = kind(sweep.start, sweep.end, log=log_scale)
         else:
-            raise UserError(f"hydra.sweeper.params.{key}: '{value}' is not a search space; use choice(...), "
-                            "interval(low, high), range(start, stop) or tag(log, interval(low, high))")
+            raise UserError(
+                f"hydra.sweeper.params.{key}: '{value}' is not a search space; use choice(...), "
+                "interval(low, high), range(start, stop) or tag(log, interval(low, high))"
+            )
     return result
 
 
-def overrides_of(trial: "optuna.trial.BaseTrial") -> list[str]:
-    return [f"{key}={Transformer.encode(value) if not isinstance(value, str) else value}"
-            for key, value in trial.params.items()]
+def overrides_of(trial: optuna.trial.BaseTrial) -> list[str]:
+    return [
+        f"{key}={Transformer.encode(value) if not isinstance(value, str) else value}"
+        for key, value in trial.params.items()
+    ]
 
 
-def counted(study: "optuna.Study") -> int:
+def counted(study: optuna.Study) -> int:
     """Trials that count towards n_trials: finished ones, but not those a signal interrupted."""
     states = import_optuna().trial.TrialState
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (states.COMPLETE, states.PRUNED)
-               or (t.state == states.FAIL and not t.user_attrs.get("interrupted")))
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (states.COMPLETE, states.PRUNED)
+        or (t.state == states.FAIL and not t.user_attrs.get("interrupted"))
+    )
 
 
-def run_search(cfg: DictConfig, sweep_dir: Path, arguments: list[str],
-               launch: Callable[[list[list[str]], int], list[Any]]) -> "optuna.Study":
+def run_search(
+    cfg: DictConfig, sweep_dir: Path, arguments: list[str], launch: Callable[[list[list[str]], int], list[Any]]
+) -> optuna.Study:
     """The search of hydra.sweeper `cfg`: batches of n_jobs trials through `launch` until the study holds
     n_trials that count; the best trial written to SWEEP_DIR/optimization_results.yaml."""
     optuna = import_optuna()
@@ -113,9 +125,14 @@ def run_search(cfg: DictConfig, sweep_dir: Path, arguments: list[str],
     # A key set on the command line leaves the search space.
     space = distributions(OmegaConf.create({k: v for k, v in cfg.params.items() if k not in given}))
     url = storage(cfg.storage, sweep_dir)
-    study = optuna.create_study(study_name=cfg.study_name, storage=url, load_if_exists=True,
-                                direction=cfg.direction, sampler=instantiate(cfg.sampler) if cfg.sampler else None,
-                                pruner=instantiate(cfg.pruner) if cfg.pruner else None)
+    study = optuna.create_study(
+        study_name=cfg.study_name,
+        storage=url,
+        load_if_exists=True,
+        direction=cfg.direction,
+        sampler=instantiate(cfg.sampler) if cfg.sampler else None,
+        pruner=instantiate(cfg.pruner) if cfg.pruner else None,
+    )
     log.info("study %s in %s: %d of %d trials done", cfg.study_name, cfg.storage or url, counted(study), cfg.n_trials)
     failure = None
     while (missing := cfg.n_trials - counted(study)) > 0:
@@ -125,8 +142,10 @@ def run_search(cfg: DictConfig, sweep_dir: Path, arguments: list[str],
             returns = []
             # Launched so that a job's number is its trial's (another process may hold the numbers between).
             for group in consecutive(trials):
-                returns += launch([[*fixed, *overrides_of(t), f"+hydra.job.env_set.{TRIAL_ENV}={t.number}", *env]
-                                   for t in group], group[0].number)
+                returns += launch(
+                    [[*fixed, *overrides_of(t), f"+hydra.job.env_set.{TRIAL_ENV}={t.number}", *env] for t in group],
+                    group[0].number,
+                )
         except BaseException:
             for t in trials:  # a signal or a crash: these trials are to be run again
                 t.set_user_attr("interrupted", True)
@@ -160,18 +179,30 @@ def consecutive(trials: list[Any]) -> list[list[Any]]:
     return groups
 
 
-def _frozen(study: "optuna.Study", number: int) -> "optuna.trial.FrozenTrial":
+def _frozen(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     return next(t for t in study.get_trials(deepcopy=False) if t.number == number)
 
 
-def write_trial(run_dir: Path, trial: "optuna.trial.FrozenTrial", cfg: DictConfig) -> None:
+def write_trial(run_dir: Path, trial: optuna.trial.FrozenTrial, cfg: DictConfig) -> None:
     if run_dir.is_dir():
-        write_text(run_dir / TRIAL_FILE, json.dumps({
-            "study": cfg.study_name, "trial": trial.number, "state": trial.state.name, "value": trial.value,
-            "params": trial.params, "intermediate_values": trial.intermediate_values}, indent=2) + "\n")
+        write_text(
+            run_dir / TRIAL_FILE,
+            json.dumps(
+                {
+                    "study": cfg.study_name,
+                    "trial": trial.number,
+                    "state": trial.state.name,
+                    "value": trial.value,
+                    "params": trial.params,
+                    "intermediate_values": trial.intermediate_values,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
 
 
-def write_results(study: "optuna.Study", sweep_dir: Path) -> None:
+def write_results(study: optuna.Study, sweep_dir: Path) -> None:
     """The best trial's value, parameters and run directory, and the count of trials by state."""
     states: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
@@ -182,12 +213,17 @@ def write_results(study: "optuna.Study", sweep_dir: Path) -> None:
         best = None
     results = {"name": study.study_name, "trials": states}
     if best is not None:
-        results.update(best_value=best.value, best_params=best.params, best_trial=best.number,
-                       best_run_dir=best.user_attrs.get("run_dir"))
+        results.update(
+            best_value=best.value,
+            best_params=best.params,
+            best_trial=best.number,
+            best_run_dir=best.user_attrs.get("run_dir"),
+        )
     write_text(sweep_dir / RESULTS_FILE, yaml.safe_dump(results, sort_keys=False))
     if best is not None:
-        log.info("best trial %d: %s %g, run directory %s", best.number, study.study_name, best.value,
-                 results["best_run_dir"])
+        log.info(
+            "best trial %d: %s %g, run directory %s", best.number, study.study_name, best.value, results["best_run_dir"]
+        )
 
 
 class TrialReporter:
@@ -197,13 +233,16 @@ class TrialReporter:
     def __init__(self, objective: str, sweeper: DictConfig) -> None:
         optuna = import_optuna()
         self.objective = objective
-        self.study = optuna.load_study(study_name=sweeper.study_name, storage=storage(
-            os.environ[STORAGE_ENV], Path(".")), pruner=instantiate(sweeper.pruner) if sweeper.pruner else None)
+        self.study = optuna.load_study(
+            study_name=sweeper.study_name,
+            storage=storage(os.environ[STORAGE_ENV], Path(".")),
+            pruner=instantiate(sweeper.pruner) if sweeper.pruner else None,
+        )
         frozen = _frozen(self.study, int(os.environ[TRIAL_ENV]))
         # The trial object of a trial that another process asked for: Optuna keeps its id private.
         self.trial = optuna.trial.Trial(self.study, frozen._trial_id)
 
-    def __call__(self, trainer: "Trainer") -> bool:
+    def __call__(self, trainer: Trainer) -> bool:
         if trainer.evaluated_step != trainer.step or self.objective not in trainer.metrics:
             return False
         value = float(trainer.metrics[self.objective])
@@ -211,8 +250,13 @@ class TrialReporter:
         if not self.trial.should_prune():
             return False
         self.trial.set_user_attr("pruned_at_epoch", trainer.epoch)
-        log.warning("trial %d pruned at epoch %d: %s %g is behind the other trials there",
-                    self.trial.number, trainer.epoch, self.objective, value)
+        log.warning(
+            "trial %d pruned at epoch %d: %s %g is behind the other trials there",
+            self.trial.number,
+            trainer.epoch,
+            self.objective,
+            value,
+        )
         return True
 
 

@@ -10,7 +10,8 @@ entry may be limited to some epochs).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,9 +64,17 @@ class TrainStep:
     """The step functions of a model's schedule; see the module doc. `compile`: a torch.compile mode
     for the loss, or "false"; `cuda_graph`: each step function captured as a CUDA graph (graph.py)."""
 
-    def __init__(self, model: GenerativeModel, optimizers: dict[str, torch.optim.Optimizer],
-                 schedule: list[PhaseStep], simultaneous: bool, meter: LossMeter, autocast: Any,
-                 compile: str, cuda_graph: bool) -> None:
+    def __init__(
+        self,
+        model: GenerativeModel,
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedule: list[PhaseStep],
+        simultaneous: bool,
+        meter: LossMeter,
+        autocast: Any,
+        compile: str,
+        cuda_graph: bool,
+    ) -> None:
         self.model = model
         self.optimizers = optimizers
         self.schedule = schedule
@@ -87,13 +96,16 @@ class TrainStep:
         """Sequential: each entry's steps in turn, each seeing the previous update. Simultaneous: in round
         r, every entry with more than r steps takes its gradient at the same parameters, then all step."""
         if self.simultaneous:
-            rounds = [[e.phase for e in entries if e.steps > r] for r in range(max((e.steps for e in entries), default=0))]
+            rounds = [
+                [e.phase for e in entries if e.steps > r] for r in range(max((e.steps for e in entries), default=0))
+            ]
         else:
             rounds = [[e.phase] for e in entries for _ in range(e.steps)]
 
         def step(batch: Batch) -> None:
             for phases in rounds:
                 self.run_phases(phases, batch)
+
         return step
 
     def run_phases(self, phases: list[str], batch: Batch) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -47,8 +48,9 @@ threading.excepthook = _quiet_writer_thread
 def guarded(method: Method) -> Method:
     """A logger method that writes events: an OSError (a full disk, a read-only folder) becomes a WriteError
     naming the event file, after which the logger writes nothing more (the run's events end there)."""
+
     @functools.wraps(method)
-    def write(self: "TensorBoardLogger", *args: Any, **kwargs: Any) -> Any:
+    def write(self: TensorBoardLogger, *args: Any, **kwargs: Any) -> Any:
         if self.failed:
             return None
         try:
@@ -56,6 +58,7 @@ def guarded(method: Method) -> Method:
         except OSError as err:
             self.failed = True
             raise WriteError(f"cannot write {self.events_file} ({reason(err)})") from None
+
     return write  # type: ignore[return-value]
 
 
@@ -113,8 +116,13 @@ class TensorBoardLogger:
     def embedding(self, codes: Tensor, labels: Tensor, images: Tensor, step: int) -> None:
         """Latent codes for the projector (PCA, t-SNE, UMAP in the browser), coloured by label."""
         if self.writer:
-            self.writer.add_embedding(codes.detach().float().cpu(), metadata=labels.tolist(),
-                                      label_img=images.detach().float().cpu(), global_step=step, tag="latent")
+            self.writer.add_embedding(
+                codes.detach().float().cpu(),
+                metadata=labels.tolist(),
+                label_img=images.detach().float().cpu(),
+                global_step=step,
+                tag="latent",
+            )
 
     @guarded
     def session_start(self, config: dict[str, Any]) -> None:

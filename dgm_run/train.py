@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import shlex
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -19,8 +20,8 @@ from dgm_run.device import resolve_device, use_device
 from dgm_run.errors import Interrupted, UserError
 from dgm_run.files import damaged, reading, write_json, write_text
 from dgm_run.metrics import headline
-from dgm_run.report import provenance
 from dgm_run.models.base import GenerativeModel
+from dgm_run.report import provenance
 from dgm_run.tensorboard import TensorBoardLogger
 from dgm_run.trainer import Trainer
 
@@ -59,16 +60,19 @@ def saved_config(run_dir: Path, command: str) -> DictConfig:
         raise UserError(f"config {saved}: {err}; {remedy}") from None
 
 
-def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resume",
-                   allowed: tuple[str, ...] = ("trainer.*",)) -> DictConfig:
+def resumed_config(
+    run_dir: Path, overrides: Sequence[str], command: str = "resume", allowed: tuple[str, ...] = ("trainer.*",)
+) -> DictConfig:
     """The saved config of `run_dir`, every schema default filled in, with the overrides applied whose keys
     match an `allowed` pattern (e.g. more epochs); `command` (resume, evaluate) names the command in errors."""
     cfg = saved_config(run_dir, command)
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
         if not any(fnmatch(key, pattern) for pattern in (*allowed, "hydra.*")):
-            raise UserError(f"{command}: only {', '.join(allowed)} keys may change when {command.removesuffix('e')}ing "
-                            f"(got {override.input_line})")
+            raise UserError(
+                f"{command}: only {', '.join(allowed)} keys may change when {command.removesuffix('e')}ing "
+                f"(got {override.input_line})"
+            )
         if not key.startswith("hydra."):
             OmegaConf.update(cfg, key, override.value(), merge=True)
     return cfg
@@ -76,11 +80,15 @@ def resumed_config(run_dir: Path, overrides: Sequence[str], command: str = "resu
 
 def require_same_run(cfg: DictConfig, run_dir: Path) -> None:
     """auto_resume continues only the run that the directory holds: the same config up to trainer.*."""
+
     def essence(c: DictConfig) -> dict:  # every value, schema defaults filled in
         return {k: v for k, v in OmegaConf.to_container(complete(c), resolve=True).items() if k != "trainer"}
+
     if essence(saved_config(run_dir, "auto_resume")) != essence(cfg):
-        raise UserError(f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
-                        "or choose another directory")
+        raise UserError(
+            f"auto_resume: {run_dir} holds a run with another config; resume it with resume={run_dir} "
+            "or choose another directory"
+        )
 
 
 def give_labels(cfg: DictConfig) -> None:
@@ -89,9 +97,12 @@ def give_labels(cfg: DictConfig) -> None:
     as typed. The value goes into `cfg`, hence into the run's config.yaml and HParams."""
     if cfg.data.get("n_labels") is None and target_class(cfg.model, "model").needs_labels:
         cfg.data.n_labels = DEFAULT_LABELS
-        log.warning("model=%s needs labelled examples: taking data.n_labels=%d (balanced over the classes, drawn "
-                    "with data.split_seed); set data.n_labels=N for another number",
-                    cfg.model._target_.rpartition(".")[2].lower(), DEFAULT_LABELS)
+        log.warning(
+            "model=%s needs labelled examples: taking data.n_labels=%d (balanced over the classes, drawn "
+            "with data.split_seed); set data.n_labels=N for another number",
+            cfg.model._target_.rpartition(".")[2].lower(),
+            DEFAULT_LABELS,
+        )
 
 
 def load_pretrained(model: GenerativeModel) -> None:
@@ -106,12 +117,19 @@ def load_pretrained(model: GenerativeModel) -> None:
         try:
             module.load_state_dict(weights)
         except RuntimeError as err:
-            raise UserError(f"{key}={path} does not fit this model's {prefix.rstrip('.') or 'weights'} "
-                            f"({str(err).splitlines()[0]}); give the checkpoint of a run with the same sizes") from None
+            raise UserError(
+                f"{key}={path} does not fit this model's {prefix.rstrip('.') or 'weights'} "
+                f"({str(err).splitlines()[0]}); give the checkpoint of a run with the same sizes"
+            ) from None
 
 
-def build(cfg: DictConfig, run_dir: Path, splits: Optional[Splits] = None,
-          state: Optional[dict[str, Any]] = None, purge_step: Optional[int] = None) -> Trainer:
+def build(
+    cfg: DictConfig,
+    run_dir: Path,
+    splits: Optional[Splits] = None,
+    state: Optional[dict[str, Any]] = None,
+    purge_step: Optional[int] = None,
+) -> Trainer:
     """A ready trainer for `cfg`: validated, the data and the model on their device, its logger writing
     into `run_dir`; with `state` (a checkpoint), at the point where that run stopped.
     `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits).
@@ -146,9 +164,13 @@ def redone_from(state: Optional[dict[str, Any]]) -> Optional[int]:
     return state["step"] + (state.get("evaluated_step") == state["step"])
 
 
-def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
-        choices: Optional[dict[str, str]] = None,
-        on_epoch_end: Optional[Callable[[Trainer], bool]] = None) -> dict[str, float]:
+def run(
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: Sequence[str] = (),
+    choices: Optional[dict[str, str]] = None,
+    on_epoch_end: Optional[Callable[[Trainer], bool]] = None,
+) -> dict[str, float]:
     """Train as `cfg` says; with `cfg.resume` set, continue that run instead. Returns final metrics.
     `choices`: the config groups' options the run was composed from (model=adgm, ...), which its HParams
     record holds first, before every value of the config. `on_epoch_end`: the trainer's hook of that name
@@ -162,8 +184,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
         give_labels(cfg)  # before auto_resume compares cfg with the run it finds
     if resume is None and (run_dir / CHECKPOINT).exists():
         if not cfg.get("auto_resume"):
-            raise UserError(f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
-                            "(or auto_resume=true) or choose another directory")
+            raise UserError(
+                f"hydra.run.dir={run_dir} already holds a run; continue it with resume={run_dir} "
+                "(or auto_resume=true) or choose another directory"
+            )
         require_same_run(cfg, run_dir)
         resume = run_dir
     # Read the checkpoint before anything is written, so a corrupt one changes nothing on disk.
@@ -175,14 +199,27 @@ def run(cfg: DictConfig, run_dir: Path, overrides: Sequence[str] = (),
         full = complete(cfg)
         write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(full))
         # Written at the start, so that a run that fails or is killed is in the HParams dashboard too.
-        trainer.logger.session_start({**(choices or {}), **flatten(full), **{
-            f"provenance.{key}": value for key, value in provenance(trainer.device).items() if value is not None}})
+        trainer.logger.session_start(
+            {
+                **(choices or {}),
+                **flatten(full),
+                **{
+                    f"provenance.{key}": value for key, value in provenance(trainer.device).items() if value is not None
+                },
+            }
+        )
     else:
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
     model, data = trainer.model, trainer.data
-    log.info("%s on %s: %d parameters, %d training examples, %d steps per epoch, run dir %s",
-             type(model).__name__, trainer.device, sum(p.numel() for p in model.parameters()),
-             len(data.x_train), data.steps_per_epoch, run_dir)
+    log.info(
+        "%s on %s: %d parameters, %d training examples, %d steps per epoch, run dir %s",
+        type(model).__name__,
+        trainer.device,
+        sum(p.numel() for p in model.parameters()),
+        len(data.x_train),
+        data.steps_per_epoch,
+        run_dir,
+    )
     status: Optional[str] = "failure"
     try:
         metrics = trainer.fit()
@@ -216,8 +253,10 @@ def evaluation_hint(train_seconds: float, eval_seconds: float) -> Optional[str]:
     log-likelihood estimate): how to shorten them."""
     if eval_seconds <= max(train_seconds, SLOW_EVALUATION_S):
         return None
-    return ("the evaluations took longer than training: trainer.eval_iw_samples=N (fewer importance samples; "
-            "trainer=debug sets 1) or a larger trainer.eval_every_epochs shortens them")
+    return (
+        "the evaluations took longer than training: trainer.eval_iw_samples=N (fewer importance samples; "
+        "trainer=debug sets 1) or a larger trainer.eval_every_epochs shortens them"
+    )
 
 
 def evaluation_paths(target: Path) -> tuple[Path, Path, Path]:
@@ -253,5 +292,7 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
 
 
 def log_final(metrics: dict[str, float]) -> None:
-    log.info("final: %s", ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                    for k, v in headline(metrics).items()))
+    log.info(
+        "final: %s",
+        ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in headline(metrics).items()),
+    )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -35,8 +36,9 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, model: GenerativeModel, data: DeviceData, run_dir: Path,
-                 logger: TensorBoardLogger) -> None:
+    def __init__(
+        self, cfg: RunConfig, model: GenerativeModel, data: DeviceData, run_dir: Path, logger: TensorBoardLogger
+    ) -> None:
         self.cfg, self.tcfg = cfg, cfg.trainer
         self.model, self.data, self.logger = model, data, logger
         self.device = data.x_train.device
@@ -48,10 +50,27 @@ class Trainer:
         self.optimizers, self.schedulers = self.phase_optimizers.optimizers, self.phase_optimizers.schedulers
         self.progress = Progress(self.device)
         self.meter = LossMeter(list(self.optimizers), self.progress)
-        self.step_functions = TrainStep(model, self.optimizers, schedule, cfg.model.simultaneous, self.meter,
-                                        self.autocast, self.tcfg.compile, self.cuda_graph)
-        self.evaluator = Evaluator(model, data, logger, cfg.logger, cfg.seed, self.tcfg.eval_batch_size, self.autocast,
-                                   progress_bar=self.tcfg.progress_bar, fid_samples=self.tcfg.eval_fid_samples)
+        self.step_functions = TrainStep(
+            model,
+            self.optimizers,
+            schedule,
+            cfg.model.simultaneous,
+            self.meter,
+            self.autocast,
+            self.tcfg.compile,
+            self.cuda_graph,
+        )
+        self.evaluator = Evaluator(
+            model,
+            data,
+            logger,
+            cfg.logger,
+            cfg.seed,
+            self.tcfg.eval_batch_size,
+            self.autocast,
+            progress_bar=self.tcfg.progress_bar,
+            fid_samples=self.tcfg.eval_fid_samples,
+        )
         self.best = BestCheckpoint(self.tcfg, self.checkpoint_path.with_name("best.pt"), data.eval_sets())
         self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = self.tcfg.max_epochs * self.steps_per_epoch
@@ -70,15 +89,22 @@ class Trainer:
         self.train_seconds = self.eval_seconds = 0.0
         # Called after each epoch's evaluation and before its checkpoint; returning True ends training
         # there (a script's stopping rule, e.g. scripts/time_to_accuracy.py). Its time is not training time.
-        self.on_epoch_end: Optional[Callable[["Trainer"], bool]] = None
+        self.on_epoch_end: Optional[Callable[[Trainer], bool]] = None
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(), **self.phase_optimizers.state_dict(),
-            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
-            "plan": None if self.plan is None else {"order": self.plan.order, "labelled_order": self.plan.labelled_order},
-            "rng": checkpoint.rng_state(self.device), "evaluated_step": self.evaluated_step, "metrics": self.metrics,
+            "model": self.model.state_dict(),
+            **self.phase_optimizers.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "plan": None
+            if self.plan is None
+            else {"order": self.plan.order, "labelled_order": self.plan.labelled_order},
+            "rng": checkpoint.rng_state(self.device),
+            "evaluated_step": self.evaluated_step,
+            "metrics": self.metrics,
             "best": self.best.state_dict(),
         }
 
@@ -87,12 +113,20 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.phase_optimizers.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as err:
-            raise UserError(f"checkpoint {self.checkpoint_path} does not fit this run's model or optimizers "
-                            f"({str(err).splitlines()[0]})") from None
+            raise UserError(
+                f"checkpoint {self.checkpoint_path} does not fit this run's model or optimizers "
+                f"({str(err).splitlines()[0]})"
+            ) from None
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
         plan = state["plan"]
-        self.plan = None if plan is None else EpochPlan(
-            plan["order"].to(self.device), None if plan["labelled_order"] is None else plan["labelled_order"].to(self.device))
+        self.plan = (
+            None
+            if plan is None
+            else EpochPlan(
+                plan["order"].to(self.device),
+                None if plan["labelled_order"] is None else plan["labelled_order"].to(self.device),
+            )
+        )
         self.evaluated_step = state.get("evaluated_step", -1)
         self.metrics = state.get("metrics", {})
         self.best.load_state_dict(state.get("best"))
@@ -114,8 +148,16 @@ class Trainer:
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             # Log lines go through tqdm.write while the bars are up, so that they do not break a bar's line.
-            with logging_redirect_tqdm(), tqdm(total=self.total_steps, initial=self.step, desc="train",
-                                               disable=not self.tcfg.progress_bar, dynamic_ncols=True) as bar:
+            with (
+                logging_redirect_tqdm(),
+                tqdm(
+                    total=self.total_steps,
+                    initial=self.step,
+                    desc="train",
+                    disable=not self.tcfg.progress_bar,
+                    dynamic_ncols=True,
+                ) as bar,
+            ):
                 self._clock = (time.perf_counter(), self.step)
                 while self.step < self.total_steps:
                     self._run_epoch(bar)
@@ -145,8 +187,9 @@ class Trainer:
             if self._signal is not None:
                 self.save_checkpoint()
                 raise Interrupted(self._signal, self.step)
-            if self._checkpoint_due() or (self.tcfg.checkpoint_every_steps is not None
-                                          and self.step % self.tcfg.checkpoint_every_steps == 0):
+            if self._checkpoint_due() or (
+                self.tcfg.checkpoint_every_steps is not None and self.step % self.tcfg.checkpoint_every_steps == 0
+            ):
                 self.save_checkpoint()
             self.train_seconds += time.perf_counter() - started
             if self.tcfg.max_minutes is not None and self.train_seconds >= 60 * self.tcfg.max_minutes:
@@ -172,10 +215,15 @@ class Trainer:
 
     def _check_finite(self) -> None:
         for phase, step in self.meter.first_bad_steps().items():
-            kept = f"the last good checkpoint is {self.checkpoint_path}" if self.checkpoint_path.exists() \
+            kept = (
+                f"the last good checkpoint is {self.checkpoint_path}"
+                if self.checkpoint_path.exists()
                 else "no checkpoint had been written yet"
-            raise UserError(f"training diverged: the {phase} loss was NaN or infinite at step {step + 1}; "
-                            f"{kept}; try a lower optimizer.lr")
+            )
+            raise UserError(
+                f"training diverged: the {phase} loss was NaN or infinite at step {step + 1}; "
+                f"{kept}; try a lower optimizer.lr"
+            )
 
     def log_train(self) -> dict[str, float]:
         """Log the mean of every term since the last call, and the throughput; one host sync."""
@@ -209,6 +257,10 @@ class Trainer:
         self.evaluated_step = self.step
         if self.best.update(metrics, self.epoch, self.save_checkpoint):
             self.total_steps = self.step  # early stop
-        log.info("epoch %d step %d: %s", self.epoch, self.step,
-                 ", ".join(f"{k} {v:.4g}" for k, v in headline(metrics).items()))
+        log.info(
+            "epoch %d step %d: %s",
+            self.epoch,
+            self.step,
+            ", ".join(f"{k} {v:.4g}" for k, v in headline(metrics).items()),
+        )
         return metrics

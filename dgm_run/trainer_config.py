@@ -66,17 +66,36 @@ class TrainerConfig:
     threads: Optional[int] = None
 
     def __post_init__(self) -> None:
-        check_positive(self, "max_epochs", "max_steps", "batch_size",
-                       "eval_every_epochs", "eval_batch_size", "checkpoint_every_steps",
-                       "log_every_steps", "eval_iw_samples", "early_stop_patience", "threads")
-        check(0 <= self.eval_fid_samples <= MAX_REFERENCE, "eval_fid_samples",
-              f"must be between 0 (off) and {MAX_REFERENCE} (got {self.eval_fid_samples})")
+        check_positive(
+            self,
+            "max_epochs",
+            "max_steps",
+            "batch_size",
+            "eval_every_epochs",
+            "eval_batch_size",
+            "checkpoint_every_steps",
+            "log_every_steps",
+            "eval_iw_samples",
+            "early_stop_patience",
+            "threads",
+        )
+        check(
+            0 <= self.eval_fid_samples <= MAX_REFERENCE,
+            "eval_fid_samples",
+            f"must be between 0 (off) and {MAX_REFERENCE} (got {self.eval_fid_samples})",
+        )
         check_choice(self, "precision", ("auto", "fp32", "tf32", "bf16"))
         check_choice(self, "best_mode", ("auto", "min", "max"))
-        check(self.best_metric is None or self.best_metric.startswith(("eval/", "valid/")), "best_metric",
-              f"must name a held-out metric, eval/... or valid/... (got {self.best_metric})")
-        check(self.early_stop_patience is None or self.best_metric is not None, "early_stop_patience",
-              "needs trainer.best_metric, the metric whose improvement it waits for")
+        check(
+            self.best_metric is None or self.best_metric.startswith(("eval/", "valid/")),
+            "best_metric",
+            f"must name a held-out metric, eval/... or valid/... (got {self.best_metric})",
+        )
+        check(
+            self.early_stop_patience is None or self.best_metric is not None,
+            "early_stop_patience",
+            "needs trainer.best_metric, the metric whose improvement it waits for",
+        )
         for key in ("max_minutes", "checkpoint_every_minutes"):
             value = getattr(self, key)
             check(value is None or value > 0, key, f"must be > 0 (got {value})")
@@ -86,6 +105,9 @@ class TrainerConfig:
             self.compile = "default"
         check_choice(self, "compile", COMPILE_MODES)
         check_choice(self, "cuda_graph", ("auto", "true", "false"))
-        check(not (self.compile == "reduce-overhead" and self.cuda_graph == "true"), "compile",
-              "reduce-overhead captures CUDA graphs of its own; with trainer.cuda_graph=true use default or "
-              "max-autotune-no-cudagraphs")
+        check(
+            not (self.compile == "reduce-overhead" and self.cuda_graph == "true"),
+            "compile",
+            "reduce-overhead captures CUDA graphs of its own; with trainer.cuda_graph=true use default or "
+            "max-autotune-no-cudagraphs",
+        )

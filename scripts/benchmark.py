@@ -47,15 +47,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dgm_run import report as reports
 from dgm_run.composition import compose
-from dgm_run.trainer_config import COMPILE_MODES
 from dgm_run.contract import Batch
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.graph import CapturedStep
@@ -63,6 +63,7 @@ from dgm_run.models.straightforward import StraightforwardSemiSupervised, compar
 from dgm_run.optim import build_optimizer
 from dgm_run.train import build as build_trainer
 from dgm_run.trainer import Trainer
+from dgm_run.trainer_config import COMPILE_MODES
 
 # Paper-sized networks and batches: the experiment file <model>_mnist (vae: M1's 784-500-500-50 on MNIST).
 MODELS = ("vae", "m2", "m1m2", "adgm", "sdgm", "avb", "ddgm")
@@ -77,10 +78,21 @@ TINY = {
     "m1m2": ["model.hidden=[32]", "model.z_dim=8", "model.m1_hidden=[32,32]", "model.m1_z_dim=8"],
     "adgm": ["model.hidden=[32,32]", "model.z_dim=8", "model.a_dim=8"],
     "sdgm": ["model.hidden=[32,32]", "model.z_dim=8", "model.a_dim=8"],
-    "avb": ["model.hidden=[32,32]", "model.z_dim=4", "model.noise_dim=4", "model.discriminator_hidden=[32,32]",
-            "model.discriminator_features=16", "model.ac_samples=4"],
-    "ddgm": ["model.generator_hidden=[32,32]", "model.energy_hidden=[32,32]", "model.z_dim=8",
-             "model.features=16", "model.experts=16"],
+    "avb": [
+        "model.hidden=[32,32]",
+        "model.z_dim=4",
+        "model.noise_dim=4",
+        "model.discriminator_hidden=[32,32]",
+        "model.discriminator_features=16",
+        "model.ac_samples=4",
+    ],
+    "ddgm": [
+        "model.generator_hidden=[32,32]",
+        "model.energy_hidden=[32,32]",
+        "model.z_dim=8",
+        "model.features=16",
+        "model.experts=16",
+    ],
 }
 
 
@@ -95,9 +107,19 @@ def synthetic_digits(n_train: int, n_test: int, seed: int = 0) -> Splits:
 
 def overrides(name: str, args: argparse.Namespace) -> list[str]:
     """The dgm-run overrides of this model's benchmark run."""
-    return ([f"experiment={name}_mnist", "logger=none", "trainer.progress_bar=false", f"device={args.device}",
-             f"trainer.precision={args.precision}", f"trainer.compile={args.compile}", *PHASE.get(name, [])]
-            + (TINY[name] + TINY_BATCH if args.tiny else []) + args.set)
+    return (
+        [
+            f"experiment={name}_mnist",
+            "logger=none",
+            "trainer.progress_bar=false",
+            f"device={args.device}",
+            f"trainer.precision={args.precision}",
+            f"trainer.compile={args.compile}",
+            *PHASE.get(name, []),
+        ]
+        + (TINY[name] + TINY_BATCH if args.tiny else [])
+        + args.set
+    )
 
 
 def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Callable[[Batch], None]:
@@ -113,6 +135,7 @@ def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Call
             terms = loss("elbo", batch)
         terms["loss"].backward()
         optimizer.step()
+
     return CapturedStep(step, capture=True) if trainer.cuda_graph else step
 
 
@@ -130,9 +153,15 @@ def count_flops(step: Callable[[Batch], None], batch: Batch) -> int:
     return int(counter.get_total_flops())
 
 
-def time_interleaved(steps: dict[str, Callable[[Batch], None]], data: DeviceData, device: torch.device,
-                     warmup: int, windows: int, steps_per_window: int,
-                     matmul: Callable[[], float]) -> tuple[dict[str, list[float]], list[float]]:
+def time_interleaved(
+    steps: dict[str, Callable[[Batch], None]],
+    data: DeviceData,
+    device: torch.device,
+    warmup: int,
+    windows: int,
+    steps_per_window: int,
+    matmul: Callable[[], float],
+) -> tuple[dict[str, list[float]], list[float]]:
     """Seconds per step of each timed window of every step function, after `warmup` steps each, and
     the matmul rate between rounds. The windows take turns (a round: one window of each, then one
     matmul burst), so that a machine whose speed drifts (a shared host) slows every one alike.
@@ -182,13 +211,20 @@ def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[s
     trainer.model.train()
     median = statistics.median(seconds)
     flops = int(counter.get_total_flops())
-    return {"digits": len(x), "batch_size": evaluator.batch_size, "seconds": median,
-            "digits_per_s": len(x) / median, "flops_per_digit": flops / len(x), "flop_per_s": flops / median,
-            "pass_seconds": seconds}
+    return {
+        "digits": len(x),
+        "batch_size": evaluator.batch_size,
+        "seconds": median,
+        "digits_per_s": len(x) / median,
+        "flops_per_digit": flops / len(x),
+        "flop_per_s": flops / median,
+        "pass_seconds": seconds,
+    }
 
 
-def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int,
-            top: int) -> list[dict[str, Any]]:
+def profile(
+    step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int, top: int
+) -> list[dict[str, Any]]:
     """The `top` operations by time spent in them (self time), over `steps` steps, with their share."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
@@ -203,8 +239,15 @@ def profile(step: Callable[[Batch], None], data: DeviceData, device: torch.devic
     events = [e for e in prof.key_averages() if getattr(e, attr) > 0 and not e.key.startswith("ProfilerStep")]
     total = sum(getattr(e, attr) for e in events)
     events.sort(key=lambda e: getattr(e, attr), reverse=True)
-    return [{"op": e.key, "calls": e.count, "ms_per_step": getattr(e, attr) / 1e3 / steps,
-             "share": getattr(e, attr) / total} for e in events[:top]]
+    return [
+        {
+            "op": e.key,
+            "calls": e.count,
+            "ms_per_step": getattr(e, attr) / 1e3 / steps,
+            "share": getattr(e, attr) / total,
+        }
+        for e in events[:top]
+    ]
 
 
 class MatmulRate:
@@ -214,7 +257,7 @@ class MatmulRate:
         self.device, self.n, self.dtype = device, n, dtype
         self.a, self.b, self.out = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(3))
         # About 2 GFLOP per burst on a CPU, 200 GFLOP on a GPU: long enough to time, short enough to repeat.
-        self.inner = max(1, int((2e9 if device.type == "cpu" else 2e11) // (2 * n ** 3)))
+        self.inner = max(1, int((2e9 if device.type == "cpu" else 2e11) // (2 * n**3)))
         self.burst()  # warm-up
 
     def burst(self) -> float:
@@ -223,28 +266,40 @@ class MatmulRate:
         for _ in range(self.inner):
             torch.mm(self.a, self.b, out=self.out)
         sync(self.device)
-        return 2 * self.n ** 3 * self.inner / (time.perf_counter() - started)
+        return 2 * self.n**3 * self.inner / (time.perf_counter() - started)
 
     def measure(self, repeats: int) -> dict[str, Any]:
         rates = [self.burst() for _ in range(repeats)]
-        return {"n": self.n, "dtype": str(self.dtype).removeprefix("torch."), "repeats": repeats,
-                "flop_per_s": statistics.median(rates), "max_flop_per_s": max(rates)}
+        return {
+            "n": self.n,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "repeats": repeats,
+            "flop_per_s": statistics.median(rates),
+            "max_flop_per_s": max(rates),
+        }
 
 
 def figures(flops: int, seconds: list[float], samples: int, peak: float, steps_per_epoch: int) -> dict[str, Any]:
     median = statistics.median(seconds)
-    return {"flops_per_step": flops, "seconds_per_step": median, "seconds_per_epoch": steps_per_epoch * median,
-            "steps_per_s": 1 / median,
-            "samples_per_s": samples / median, "flop_per_s": flops / median, "share_of_matmul": flops / median / peak,
-            "window_seconds_per_step": seconds}
+    return {
+        "flops_per_step": flops,
+        "seconds_per_step": median,
+        "seconds_per_epoch": steps_per_epoch * median,
+        "steps_per_s": 1 / median,
+        "samples_per_s": samples / median,
+        "flop_per_s": flops / median,
+        "share_of_matmul": flops / median / peak,
+        "window_seconds_per_step": seconds,
+    }
 
 
 # The steps timed beside the trainer's own ("real"), as the report names them.
 LABELS = {"eager": "eager", "reference": "reference", "reference_eager": "reference, eager"}
 
 
-def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: MatmulRate,
-                eager: Optional[Trainer]) -> dict[str, Any]:
+def bench_model(
+    name: str, args: argparse.Namespace, trainer: Trainer, rate: MatmulRate, eager: Optional[Trainer]
+) -> dict[str, Any]:
     """`eager`: the same model's trainer without the CUDA graph, when `trainer` captures its step."""
     started = time.perf_counter()
     data, model = trainer.data, trainer.model
@@ -260,18 +315,29 @@ def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: Mat
         if eager is not None:
             steps["reference_eager"] = reference_step(reference_for(eager.model), eager)
     flops = {kind: count_flops(step, batch) for kind, step in steps.items()}
-    seconds, rates = time_interleaved(steps, data, trainer.device, args.warmup, args.windows,
-                                      args.steps_per_window, rate.burst)
+    seconds, rates = time_interleaved(
+        steps, data, trainer.device, args.warmup, args.windows, args.steps_per_window, rate.burst
+    )
     peak = statistics.median(rates)
-    top = profile(trainer.train_step, data, trainer.device, args.steps_per_window, args.profile) if args.profile else None
+    top = (
+        profile(trainer.train_step, data, trainer.device, args.steps_per_window, args.profile) if args.profile else None
+    )
     evaluation = time_evaluation(trainer, args.eval_digits)
     evaluation["share_of_matmul"] = evaluation["flop_per_s"] / rate.burst()
-    result = {"model": name, "class": type(model).__name__, "overrides": overrides(name, args),
-              "parameters": sum(p.numel() for p in model.parameters()), "batch_size": data.batch_size,
-              "labelled_batch_size": data.labelled_batch_size, "samples_per_step": samples,
-              "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
-              "matmul_flop_per_s": peak, "window_matmul_flop_per_s": rates,
-              **figures(flops["real"], seconds["real"], samples, peak, data.steps_per_epoch), "eval": evaluation}
+    result = {
+        "model": name,
+        "class": type(model).__name__,
+        "overrides": overrides(name, args),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch_size": data.batch_size,
+        "labelled_batch_size": data.labelled_batch_size,
+        "samples_per_step": samples,
+        "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
+        "matmul_flop_per_s": peak,
+        "window_matmul_flop_per_s": rates,
+        **figures(flops["real"], seconds["real"], samples, peak, data.steps_per_epoch),
+        "eval": evaluation,
+    }
     if top is not None:
         result["profile"] = top
     for kind in LABELS:
@@ -280,8 +346,11 @@ def bench_model(name: str, args: argparse.Namespace, trainer: Trainer, rate: Mat
     if eager is not None:
         result["graph_speedup"] = result["samples_per_s"] / result["eager"]["samples_per_s"]
     if ref is not None:
-        result["reference"].update(check, description="x tiled over the labels; q(a|x) and every first layer "
-                                   "that sees y on [inputs, onehot(y)] for each label; q(y|.) once per x")
+        result["reference"].update(
+            check,
+            description="x tiled over the labels; q(a|x) and every first layer "
+            "that sees y on [inputs, onehot(y)] for each label; q(y|.) once per x",
+        )
         result["flop_ratio"] = flops["real"] / flops["reference"]  # real step's FLOPs over the reference's
         result["speed_ratio"] = result["samples_per_s"] / result["reference"]["samples_per_s"]  # real over reference
         if eager is not None:
@@ -300,74 +369,129 @@ def si(value: float, unit: str = "") -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     mm = report["matmul"]
-    lines = [f"Device: {reports.describe(report)}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
-             f"({mm['n']}x{mm['n']} {mm['dtype']}, median of {mm['repeats']}); precision {report['precision']}"
-             f"{'' if report['compile'] == 'false' else ', compiled: ' + report['compile']}; "
-             f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
-             "",
-             "| model | samples/step | samples/s | s/epoch | FLOPs/step | FLOP/s | matmul rate meanwhile | share of matmul |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Device: {reports.describe(report)}; matmul rate {si(mm['flop_per_s'], 'FLOP/s')} "
+        f"({mm['n']}x{mm['n']} {mm['dtype']}, median of {mm['repeats']}); precision {report['precision']}"
+        f"{'' if report['compile'] == 'false' else ', compiled: ' + report['compile']}; "
+        f"{report['windows']} windows x {report['steps_per_window']} steps{' (tiny)' if report['tiny'] else ''}",
+        "",
+        "| model | samples/step | samples/s | s/epoch | FLOPs/step | FLOP/s | matmul rate meanwhile "
+        "| share of matmul |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
 
     def row(label: str, r: dict[str, Any], samples: int, peak: float) -> str:
-        return (f"| {label} | {samples} | {r['samples_per_s']:.1f} | {r['seconds_per_epoch']:.2f} | {si(r['flops_per_step'])} | "
-                f"{si(r['flop_per_s'])} | {si(peak)} | {100 * r['share_of_matmul']:.1f} % |")
+        return (
+            f"| {label} | {samples} | {r['samples_per_s']:.1f} | {r['seconds_per_epoch']:.2f} | "
+            f"{si(r['flops_per_step'])} | "
+            f"{si(r['flop_per_s'])} | {si(peak)} | {100 * r['share_of_matmul']:.1f} % |"
+        )
 
     for r in report["models"].values():
         lines.append(row(r["model"], r, r["samples_per_step"], r["matmul_flop_per_s"]))
-        lines += [row(f"{r['model']} ({label})", r[kind], r["samples_per_step"], r["matmul_flop_per_s"])
-                  for kind, label in LABELS.items() if kind in r]
+        lines += [
+            row(f"{r['model']} ({label})", r[kind], r["samples_per_step"], r["matmul_flop_per_s"])
+            for kind, label in LABELS.items()
+            if kind in r
+        ]
     graphed = [r for r in report["models"].values() if "graph_speedup" in r]
     if graphed:
         lines += ["", "| model | ms/step, CUDA graph | ms/step, eager | speed-up |", "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {r['model']} | {1e3 * r['seconds_per_step']:.3f} | {1e3 * r['eager']['seconds_per_step']:.3f} | "
-                  f"{r['graph_speedup']:.1f}x |" for r in graphed]
-    lines += ["", "Evaluation (model.predict and evaluate on test digits, as the trainer runs it):", "",
-              "| model | digits | digits/s | FLOPs/digit | FLOP/s | share of matmul | training step's share |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"| {r['model']} | {1e3 * r['seconds_per_step']:.3f} | {1e3 * r['eager']['seconds_per_step']:.3f} | "
+            f"{r['graph_speedup']:.1f}x |"
+            for r in graphed
+        ]
+    lines += [
+        "",
+        "Evaluation (model.predict and evaluate on test digits, as the trainer runs it):",
+        "",
+        "| model | digits | digits/s | FLOPs/digit | FLOP/s | share of matmul | training step's share |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in report["models"].values():
         e = r["eval"]
-        lines.append(f"| {r['model']} | {e['digits']} | {e['digits_per_s']:.0f} | {si(e['flops_per_digit'])} | "
-                     f"{si(e['flop_per_s'])} | {100 * e['share_of_matmul']:.1f} % | {100 * r['share_of_matmul']:.1f} % |")
+        lines.append(
+            f"| {r['model']} | {e['digits']} | {e['digits_per_s']:.0f} | {si(e['flops_per_digit'])} | "
+            f"{si(e['flop_per_s'])} | {100 * e['share_of_matmul']:.1f} % | {100 * r['share_of_matmul']:.1f} % |"
+        )
     refs = [r for r in report["models"].values() if "reference" in r]
     if refs:
-        lines += ["", "| model | FLOPs real / reference | speed real / reference | the same, eager | "
-                  "loss |max diff| (rel) |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            "| model | FLOPs real / reference | speed real / reference | the same, eager | loss |max diff| (rel) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
         for r in refs:
             ref = r["reference"]
             eager_ratio = f"{r['eager_speed_ratio']:.2f}x" if "eager_speed_ratio" in r else ""
-            lines.append(f"| {r['model']} | {r['flop_ratio']:.3f} | {r['speed_ratio']:.2f}x | {eager_ratio} | "
-                         f"{ref['max_abs_diff']:.2e} ({ref['max_rel_diff']:.1e}) |")
+            lines.append(
+                f"| {r['model']} | {r['flop_ratio']:.3f} | {r['speed_ratio']:.2f}x | {eager_ratio} | "
+                f"{ref['max_abs_diff']:.2e} ({ref['max_rel_diff']:.1e}) |"
+            )
     for r in report["models"].values():
         if "profile" in r:
-            lines += ["", f"Profile of {r['model']} (self time, {'device' if report['device'] != 'cpu' else 'CPU'}):",
-                      "", "| operation | calls/step | ms/step | share |", "| --- | ---: | ---: | ---: |"]
-            lines += [f"| {e['op']} | {e['calls'] / report['steps_per_window']:.0f} | {e['ms_per_step']:.2f} | "
-                      f"{100 * e['share']:.1f} % |" for e in r["profile"]]
+            lines += [
+                "",
+                f"Profile of {r['model']} (self time, {'device' if report['device'] != 'cpu' else 'CPU'}):",
+                "",
+                "| operation | calls/step | ms/step | share |",
+                "| --- | ---: | ---: | ---: |",
+            ]
+            lines += [
+                f"| {e['op']} | {e['calls'] / report['steps_per_window']:.0f} | {e['ms_per_step']:.2f} | "
+                f"{100 * e['share']:.1f} % |"
+                for e in r["profile"]
+            ]
     return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--windows", type=int, default=None, help="timed windows (default 7; tiny 2)")
     parser.add_argument("--steps-per-window", type=int, default=None, help="steps per window (default 4; tiny 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; tiny 1)")
-    parser.add_argument("--matmul-size", type=int, default=None,
-                        help="n of the n x n matmul (default 2048 on CPU, 8192 on CUDA; tiny 256)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "tf32", "bf16"), default="auto",
-                        help="trainer.precision of every model (default auto, as dgm-run)")
-    parser.add_argument("--compile", choices=COMPILE_MODES, default="false",
-                        help="trainer.compile: a torch.compile mode (default false), for the reference path too")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="also print the N operations taking the most time in the real step")
-    parser.add_argument("--eval-digits", type=int, default=None,
-                        help="test digits through the evaluation (default 1000; tiny 40)")
+    parser.add_argument(
+        "--matmul-size",
+        type=int,
+        default=None,
+        help="n of the n x n matmul (default 2048 on CPU, 8192 on CUDA; tiny 256)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "tf32", "bf16"),
+        default="auto",
+        help="trainer.precision of every model (default auto, as dgm-run)",
+    )
+    parser.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default="false",
+        help="trainer.compile: a torch.compile mode (default false), for the reference path too",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N operations taking the most time in the real step",
+    )
+    parser.add_argument(
+        "--eval-digits", type=int, default=None, help="test digits through the evaluation (default 1000; tiny 40)"
+    )
     parser.add_argument("--tiny", action="store_true", help="small networks and batches: seconds, for CI")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="further dgm-run overrides of every model benchmarked, e.g. model.samples=1")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="further dgm-run overrides of every model benchmarked, e.g. model.samples=1",
+    )
     args = parser.parse_args(argv)
     for key, full, tiny in (("windows", 7, 2), ("steps_per_window", 4, 2), ("warmup", 3, 1), ("eval_digits", 1000, 40)):
         if getattr(args, key) is None:
@@ -390,16 +514,34 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                 device = trainer.device
                 n = args.matmul_size or (256 if args.tiny else 8192 if device.type == "cuda" else 2048)
                 rate = MatmulRate(device, n, getattr(trainer.autocast, "fast_dtype", torch.float32))
-                report = {**reports.header(device), "tiny": args.tiny, "precision": args.precision,
-                          "compile": args.compile, "windows": args.windows, "steps_per_window": args.steps_per_window,
-                          "warmup": args.warmup, "matmul": rate.measure(3 if args.tiny else 7), "models": {}}
-            eager = (build_trainer(compose([*overrides(name, args), "trainer.cuda_graph=false"]),
-                                   Path(tmp) / f"{name}_eager", splits=splits) if trainer.cuda_graph else None)
+                report = {
+                    **reports.header(device),
+                    "tiny": args.tiny,
+                    "precision": args.precision,
+                    "compile": args.compile,
+                    "windows": args.windows,
+                    "steps_per_window": args.steps_per_window,
+                    "warmup": args.warmup,
+                    "matmul": rate.measure(3 if args.tiny else 7),
+                    "models": {},
+                }
+            eager = (
+                build_trainer(
+                    compose([*overrides(name, args), "trainer.cuda_graph=false"]),
+                    Path(tmp) / f"{name}_eager",
+                    splits=splits,
+                )
+                if trainer.cuda_graph
+                else None
+            )
             r = report["models"][name] = bench_model(name, args, trainer, rate, eager)
-            print(f"{name}: {r['samples_per_s']:.1f} samples/s ({r['seconds_per_epoch']:.2f} s per epoch of "
-                  f"{len(splits.x_train)} digits), {si(r['flops_per_step'], 'FLOP')}/step, "
-                  f"{100 * r['share_of_matmul']:.1f} % of matmul; evaluation {r['eval']['digits_per_s']:.0f} digits/s, "
-                  f"{100 * r['eval']['share_of_matmul']:.1f} % ({r['bench_seconds']:.1f} s)", file=sys.stderr)
+            print(
+                f"{name}: {r['samples_per_s']:.1f} samples/s ({r['seconds_per_epoch']:.2f} s per epoch of "
+                f"{len(splits.x_train)} digits), {si(r['flops_per_step'], 'FLOP')}/step, "
+                f"{100 * r['share_of_matmul']:.1f} % of matmul; evaluation {r['eval']['digits_per_s']:.0f} digits/s, "
+                f"{100 * r['eval']['share_of_matmul']:.1f} % ({r['bench_seconds']:.1f} s)",
+                file=sys.stderr,
+            )
     report["total_seconds"] = time.perf_counter() - started
     print(markdown(report))
     reports.save(report, args.json)

@@ -6,8 +6,8 @@ matplotlib, about a second: results_table.py imports it only when it draws.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dgm_run.files import check_event_files
-
 
 # What to do about a damaged event file: a new evaluation writes events of its own.
 EVENTS_REMEDY = "restore it, or delete it and evaluate the run again (dgm-run evaluate=RUN_DIR) into RUN_DIR/evaluation"
@@ -34,13 +33,24 @@ def read_scalars(run_dir: Path) -> dict[str, dict[int, float]]:
 def band(ax: Axes, x: list[float], mean: list[float], std: list[float], label: str) -> None:
     """The mean as a line through its points (a single evaluation shows too) and mean ± std as a band of its
     colour (of no width for a single run)."""
-    line, = ax.plot(x, mean, marker="o", markersize=3, label=label)
-    ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
-                    color=line.get_color(), alpha=0.2, linewidth=0)
+    (line,) = ax.plot(x, mean, marker="o", markersize=3, label=label)
+    ax.fill_between(
+        x,
+        [m - s for m, s in zip(mean, std)],
+        [m + s for m, s in zip(mean, std)],
+        color=line.get_color(),
+        alpha=0.2,
+        linewidth=0,
+    )
 
 
-def bands_figure(bands: list[tuple[list[float], list[float], list[float], str]], xlabel: str, ylabel: str,
-                 log_y: bool = False, extra: Callable[[Axes], None] = lambda ax: None) -> Figure:
+def bands_figure(
+    bands: list[tuple[list[float], list[float], list[float], str]],
+    xlabel: str,
+    ylabel: str,
+    log_y: bool = False,
+    extra: Callable[[Axes], None] = lambda ax: None,
+) -> Figure:
     """A figure of bands (x, mean, std, label), drawn by Agg without pyplot (no display, no global figure
     state); `extra` draws more on the axes before the legend."""
     figure = Figure(figsize=(7, 4.5), dpi=100)

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from dgm_run.commands.curves import EVENTS_REMEDY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from dgm_run.commands.curves import EVENTS_REMEDY
 from dgm_run.errors import UserError
 from dgm_run.files import check_event_files, write_bytes
 
@@ -34,8 +34,10 @@ def logged_png(run_dir: Path, tag: str, step: int | None) -> bytes:
     except UserError as err:
         fail(str(err))
     if not found:
-        fail(f"{run_dir} holds no event file (events.out.tfevents.*): name a run directory that logged to TensorBoard, "
-             "or evaluate the run again (dgm-run evaluate=RUN_DIR) and export from RUN_DIR/evaluation")
+        fail(
+            f"{run_dir} holds no event file (events.out.tfevents.*): name a run directory that logged to TensorBoard, "
+            "or evaluate the run again (dgm-run evaluate=RUN_DIR) and export from RUN_DIR/evaluation"
+        )
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})  # 0: every image, not a sample
     events.Reload()
     tags = events.Tags()["images"]

@@ -24,9 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dgm_run.commands.curves import bands_figure, read_scalars
 from torch.utils.tensorboard import SummaryWriter
 
+from dgm_run.commands.curves import bands_figure, read_scalars
 from dgm_run.errors import UserError
 from dgm_run.files import read_json, write_json
 
@@ -55,8 +55,10 @@ def experiment(model: str) -> str:
 
 def collect(sweep: Path) -> list[dict]:
     """metrics.json of every finished job under `sweep`, with its directory."""
-    return [{"dir": path.parent, **read_json(path, "metrics", "restore it, or delete the job's folder to leave it out")}
-            for path in sorted(sweep.glob("*/metrics.json"))]
+    return [
+        {"dir": path.parent, **read_json(path, "metrics", "restore it, or delete the job's folder to leave it out")}
+        for path in sorted(sweep.glob("*/metrics.json"))
+    ]
 
 
 def row(model: str, jobs: list[dict]) -> str:
@@ -65,13 +67,18 @@ def row(model: str, jobs: list[dict]) -> str:
     epochs = sorted({job["epoch"] for job in jobs})
     if model in LOG_PIPELINES:  # the log at the last of its epochs the runs reached
         logged = [e for e in AUTHORS_ADGM_LOG if e <= max(epochs)]
-        published = (f"{AUTHORS_ADGM_LOG[logged[-1]]:.2f} at epoch {logged[-1]} (the authors' log)" if logged
-                     else "the authors' log starts at epoch 80")
+        published = (
+            f"{AUTHORS_ADGM_LOG[logged[-1]]:.2f} at epoch {logged[-1]} (the authors' log)"
+            if logged
+            else "the authors' log starts at epoch 80"
+        )
     else:
         paper_mean, paper_std, source = PAPER[model]
         published = f"{paper_mean:.2f} ± {paper_std:.2f} ({source})"
-    return (f"| {model} | {len(jobs)} | {statistics.mean(errors):.2f} ± {spread:.2f} | "
-            f"{'/'.join(map(str, epochs))} | {published} |")
+    return (
+        f"| {model} | {len(jobs)} | {statistics.mean(errors):.2f} ± {spread:.2f} | "
+        f"{'/'.join(map(str, epochs))} | {published} |"
+    )
 
 
 def curve(jobs: list[dict], tag: str = "eval/error") -> dict[str, list[float]]:
@@ -83,27 +90,38 @@ def curve(jobs: list[dict], tag: str = "eval/error") -> dict[str, list[float]]:
             per_step.setdefault(step, []).append(100 * error)
     steps = sorted(per_step)
     per_epoch = next((job["steps_per_epoch"] for job in jobs if job["epoch"]), None)
-    return {"x": [s / per_epoch if per_epoch else s for s in steps], "unit": "epoch" if per_epoch else "step",
-            "mean": [statistics.mean(per_step[s]) for s in steps],
-            "std": [statistics.stdev(per_step[s]) if len(per_step[s]) > 1 else 0.0 for s in steps],
-            "runs": [len(per_step[s]) for s in steps]}
+    return {
+        "x": [s / per_epoch if per_epoch else s for s in steps],
+        "unit": "epoch" if per_epoch else "step",
+        "mean": [statistics.mean(per_step[s]) for s in steps],
+        "std": [statistics.stdev(per_step[s]) if len(per_step[s]) > 1 else 0.0 for s in steps],
+        "runs": [len(per_step[s]) for s in steps],
+    }
 
 
 def draw(curves: dict[str, dict[str, list[float]]]):
     """Every curve as a band (test error; `<model> unlabelled` the unlabelled training digits'), with the
     authors' log as points where ADGM or the log's pipelines ran for epochs."""
-    bands = [(c["x"], c["mean"], c["std"], f"{name} (dgm-run, {max(c['runs'], default=0)} seeds)")
-             for name, c in curves.items()]
+    bands = [
+        (c["x"], c["mean"], c["std"], f"{name} (dgm-run, {max(c['runs'], default=0)} seeds)")
+        for name, c in curves.items()
+    ]
 
     def authors_log(ax) -> None:
         if any(m in curves and curves[m]["unit"] == "epoch" for m in ("adgm", *LOG_PIPELINES)):
             ax.plot(list(AUTHORS_ADGM_LOG), list(AUTHORS_ADGM_LOG.values()), "ko", label="the authors' log, test")
             if any(f"{m} unlabelled" in curves for m in UNLABELLED_CURVES):
-                ax.plot(list(AUTHORS_ADGM_LOG_VALID), list(AUTHORS_ADGM_LOG_VALID.values()), "kx",
-                        label="the authors' log, valid (unlabelled training digits)")
+                ax.plot(
+                    list(AUTHORS_ADGM_LOG_VALID),
+                    list(AUTHORS_ADGM_LOG_VALID.values()),
+                    "kx",
+                    label="the authors' log, valid (unlabelled training digits)",
+                )
+
     units = {c["unit"] for c in curves.values()}
-    return bands_figure(bands, units.pop() if len(units) == 1 else "epoch or step", "error (%)", log_y=True,
-                        extra=authors_log)
+    return bands_figure(
+        bands, units.pop() if len(units) == 1 else "epoch or step", "error (%)", log_y=True, extra=authors_log
+    )
 
 
 def main() -> None:
@@ -115,8 +133,11 @@ def main() -> None:
 
 
 def reproduce() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     usage="%(prog)s MODEL [MODEL ...] [--seeds S ...] [--jobs K] [-- OVERRIDES ...]")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s MODEL [MODEL ...] [--seeds S ...] [--jobs K] [-- OVERRIDES ...]",
+    )
     parser.add_argument("models", nargs="+", choices=[*sorted(PAPER), *LOG_PIPELINES])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=1, help="jobs at a time (joblib launcher; default 1)")
@@ -124,8 +145,8 @@ def reproduce() -> None:
     parser.add_argument("--collect-only", action="store_true", help="only summarise existing runs")
     argv = sys.argv[1:]
     # Everything after `--` is passed to every dgm-run job as overrides.
-    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    overrides = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if args.jobs < 1:
         parser.error("--jobs must be >= 1")
 
@@ -135,8 +156,15 @@ def reproduce() -> None:
         sweep = args.sweep_dir / model
         if not args.collect_only:
             parallel = ["launcher=joblib", f"hydra.launcher.n_jobs={args.jobs}"] if args.jobs > 1 else []
-            command = ["dgm-run", "-m", f"experiment={experiment(model)}", f"seed={','.join(map(str, args.seeds))}",
-                       *parallel, f"hydra.sweep.dir={sweep}", *overrides]
+            command = [
+                "dgm-run",
+                "-m",
+                f"experiment={experiment(model)}",
+                f"seed={','.join(map(str, args.seeds))}",
+                *parallel,
+                f"hydra.sweep.dir={sweep}",
+                *overrides,
+            ]
             print("$", " ".join(command), flush=True)
             subprocess.run(command, check=True)
         jobs = collect(sweep)

@@ -75,11 +75,15 @@ def load_jobs(sweeps: list[Path]) -> list[Job]:
         # A folder inside a job's own (`dgm-run evaluate=JOB` writes JOB/evaluation/) is not a job.
         for path in (p for p in paths if not any(parent in paths for parent in p.parents)):
             saved = path / "config.yaml" if (path / "config.yaml").exists() else path / ".hydra" / "config.yaml"
-            settings = flatten(read_yaml(saved, "config", f"restore it, or move the job's folder {path} out of the sweep")
-                               or {})
+            settings = flatten(
+                read_yaml(saved, "config", f"restore it, or move the job's folder {path} out of the sweep") or {}
+            )
             metrics_file = path / "metrics.json"  # none: the job did not finish
-            metrics = read_json(metrics_file, "metrics", "restore it, or delete it: the job is then listed as "
-                                "unfinished") if metrics_file.exists() else None
+            metrics = (
+                read_json(metrics_file, "metrics", "restore it, or delete it: the job is then listed as unfinished")
+                if metrics_file.exists()
+                else None
+            )
             name = str(path.relative_to(sweep)) if len(sweeps) == 1 else str(path)
             jobs.append(Job(path, name, settings, metrics))
     return jobs
@@ -161,7 +165,9 @@ def curve(series: list[dict[float, float]]) -> dict:
     return {"epoch": shared, "mean": [m for m, _ in stats], "std": [s for _, s in stats], "runs": len(series)}
 
 
-def row_curve(label: str, members: list[Job], scalars: dict[Path, dict], metric: str, swept: list[str]) -> Optional[dict]:
+def row_curve(
+    label: str, members: list[Job], scalars: dict[Path, dict], metric: str, swept: list[str]
+) -> Optional[dict]:
     """The curve of one row of the table over the runs that have one; names on stderr what it leaves out."""
     series = []
     for job in members:
@@ -175,13 +181,19 @@ def row_curve(label: str, members: list[Job], scalars: dict[Path, dict], metric:
     drawn = curve(series)
     unshared = len(set().union(*series)) - len(drawn["epoch"])
     if unshared:
-        print(f"plot: {label}: {unshared} evaluated epoch(s) not shared by its {len(series)} runs left out", file=sys.stderr)
+        print(
+            f"plot: {label}: {unshared} evaluated epoch(s) not shared by its {len(series)} runs left out",
+            file=sys.stderr,
+        )
     return drawn
 
 
 def plot(path: Path, metric: str, keys: list[str], groups: dict[tuple, list[Job]], swept: list[str]) -> None:
     """Draw `metric` per epoch, one band per row of the table, to `path`; the numbers to path.json."""
-    from dgm_run.commands.curves import draw, read_scalars  # TensorBoard and matplotlib: a second to import, so only here
+    from dgm_run.commands.curves import (
+        draw,
+        read_scalars,
+    )  # TensorBoard and matplotlib: a second to import, so only here
 
     scalars = {job.path: read_scalars(job.path) for members in groups.values() for job in members}
     if not any(metric in logged for logged in scalars.values()):
@@ -208,7 +220,9 @@ def markdown(keys: list[str], rows: list[dict], metrics: list[str]) -> str:
 
     lines = ["| " + " | ".join([*keys, "runs", *metrics]) + " |", "|" + " --- |" * (len(keys) + 1 + len(metrics))]
     for row in rows:
-        lines.append("| " + " | ".join([*row["keys"].values(), str(row["runs"]), *(cell(row[m]) for m in metrics)]) + " |")
+        lines.append(
+            "| " + " | ".join([*row["keys"].values(), str(row["runs"]), *(cell(row[m]) for m in metrics)]) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -231,8 +245,10 @@ def provenance_notes(jobs: list[Job]) -> list[str]:
         if where:
             commit = f" {where['commit'][:10]}{' (dirty)' if where.get('dirty') else ''}" if where.get("commit") else ""
             cuda = f", CUDA {where['cuda']}" if where.get("cuda") else ""
-            line = (f"dgm-run {where['dgm_run']}{commit}, torch {where['torch']}{cuda}, "
-                    f"{where['device']} ({where['device_name']})")
+            line = (
+                f"dgm-run {where['dgm_run']}{commit}, torch {where['torch']}{cuda}, "
+                f"{where['device']} ({where['device_name']})"
+            )
             origins[line] = origins.get(line, 0) + 1
     return [f"from: {line}: {count} job(s)" for line, count in origins.items()]
 
@@ -250,9 +266,15 @@ def tabulate() -> None:
     parser.add_argument("--metrics", nargs="+", help="metrics to show (default: every eval/ and valid/ metric)")
     parser.add_argument("--over", nargs="+", default=["seed"], help="keys to average over (default: seed)")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV here")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png",
-                        help="also draw --metric per epoch, mean ± std per row, here (the numbers in FILE.json)")
-    parser.add_argument("--metric", help="the scalar --plot draws (default: eval/accuracy, else the first eval/ metric)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw --metric per epoch, mean ± std per row, here (the numbers in FILE.json)",
+    )
+    parser.add_argument(
+        "--metric", help="the scalar --plot draws (default: eval/accuracy, else the first eval/ metric)"
+    )
     args = parser.parse_args()
     if args.metric and not args.plot:
         fail("--metric chooses what --plot draws; give --plot FILE.png too")

@@ -33,23 +33,38 @@ from dgm_run.trainer import Trainer
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("overrides", nargs="*", help="dgm-run overrides, e.g. data.root=DIR device=cuda")
     parser.add_argument("--experiment", default="adgm_mnist", help="the experiment config (default adgm_mnist)")
-    parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.98, 0.99],
-                        help="test accuracies to time (default 0.95 0.98 0.99)")
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        default=[0.95, 0.98, 0.99],
+        help="test accuracies to time (default 0.95 0.98 0.99)",
+    )
     parser.add_argument("--max-minutes", type=float, default=60.0, help="training minutes before giving up")
-    parser.add_argument("--eval-every-epochs", type=int, default=1,
-                        help="epochs between evaluations (trainer.eval_every_epochs, default 1)")
+    parser.add_argument(
+        "--eval-every-epochs",
+        type=int,
+        default=1,
+        help="epochs between evaluations (trainer.eval_every_epochs, default 1)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.max_minutes <= 0 or args.eval_every_epochs < 1 or not all(0 < t <= 1 for t in args.targets):
         parser.error("--max-minutes must be > 0, --eval-every-epochs >= 1, --targets in (0, 1]")
     targets = sorted(args.targets)
-    overrides = [f"experiment={args.experiment}", "logger=none", "trainer.progress_bar=false",
-                 f"trainer.max_minutes={args.max_minutes}", *args.overrides,
-                 f"trainer.eval_every_epochs={args.eval_every_epochs}"]
+    overrides = [
+        f"experiment={args.experiment}",
+        "logger=none",
+        "trainer.progress_bar=false",
+        f"trainer.max_minutes={args.max_minutes}",
+        *args.overrides,
+        f"trainer.eval_every_epochs={args.eval_every_epochs}",
+    ]
 
     started = time.perf_counter()
     curve: list[dict[str, float]] = []
@@ -59,11 +74,20 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         """After an epoch's evaluation: its test accuracy on the curve; True (stop) once every target is reached."""
         if trainer.evaluated_step != trainer.step:
             return False
-        point = {"train_seconds": trainer.train_seconds, "epoch": trainer.epoch, "step": trainer.step,
-                 "accuracy": trainer.metrics["eval/accuracy"], "wall_seconds": time.perf_counter() - started}
+        point = {
+            "train_seconds": trainer.train_seconds,
+            "epoch": trainer.epoch,
+            "step": trainer.step,
+            "accuracy": trainer.metrics["eval/accuracy"],
+            "wall_seconds": time.perf_counter() - started,
+        }
         curve.append(point)
-        print(f"epoch {point['epoch']} step {point['step']}: test accuracy {100 * point['accuracy']:.2f} % "
-              f"after {point['train_seconds']:.1f} s of training", file=sys.stderr, flush=True)
+        print(
+            f"epoch {point['epoch']} step {point['step']}: test accuracy {100 * point['accuracy']:.2f} % "
+            f"after {point['train_seconds']:.1f} s of training",
+            file=sys.stderr,
+            flush=True,
+        )
         for target in targets:
             if target not in reached and point["accuracy"] >= target:
                 reached[target] = point
@@ -80,18 +104,35 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         final = trainer.fit()
 
     report = {
-        "experiment": args.experiment, "overrides": overrides, **reports.header(trainer.device),
-        "max_minutes": args.max_minutes, "train_seconds": trainer.train_seconds, "epochs": trainer.epoch,
-        "steps": trainer.step, "wall_seconds": time.perf_counter() - started,
-        "targets": {str(t): reached.get(t) for t in targets}, "curve": curve, "final": headline(final),
+        "experiment": args.experiment,
+        "overrides": overrides,
+        **reports.header(trainer.device),
+        "max_minutes": args.max_minutes,
+        "train_seconds": trainer.train_seconds,
+        "epochs": trainer.epoch,
+        "steps": trainer.step,
+        "wall_seconds": time.perf_counter() - started,
+        "targets": {str(t): reached.get(t) for t in targets},
+        "curve": curve,
+        "final": headline(final),
     }
-    lines = [f"{args.experiment} on {reports.describe(report)}: {trainer.step} steps, {trainer.epoch} epochs, "
-             f"{trainer.train_seconds:.0f} s of training",
-             "", "| test accuracy | training time | epoch | step |", "| ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"{args.experiment} on {reports.describe(report)}: {trainer.step} steps, {trainer.epoch} epochs, "
+        f"{trainer.train_seconds:.0f} s of training",
+        "",
+        "| test accuracy | training time | epoch | step |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
     for target in targets:
         point = reached.get(target)
-        lines.append(f"| {100 * target:g} % | " + (f"{point['train_seconds']:.1f} s | {point['epoch']} | {point['step']} |"
-                                                 if point else f"not reached in {args.max_minutes:g} min | | |"))
+        lines.append(
+            f"| {100 * target:g} % | "
+            + (
+                f"{point['train_seconds']:.1f} s | {point['epoch']} | {point['step']} |"
+                if point
+                else f"not reached in {args.max_minutes:g} min | | |"
+            )
+        )
     print("\n".join(lines))
     reports.save(report, args.json)
     return report

@@ -26,7 +26,7 @@ OUT = Path(str(resources.files("dgm_run.assets") / WEIGHTS))
 
 def accuracy(net: DigitClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        return float(torch.cat([net(x[i:i + 1000]).argmax(1) for i in range(0, len(x), 1000)]).eq(y).float().mean())
+        return float(torch.cat([net(x[i : i + 1000]).argmax(1) for i in range(0, len(x), 1000)]).eq(y).float().mean())
 
 
 def main() -> None:
@@ -45,15 +45,17 @@ def main() -> None:
     for epoch in range(args.epochs):
         order = torch.randperm(len(x))
         for i in range(0, len(x), 128):
-            batch = x[order[i:i + 128]]
-            inputs, targets = torch.cat([batch, bernoulli(batch)]), y[order[i:i + 128]].repeat(2)
+            batch = x[order[i : i + 128]]
+            inputs, targets = torch.cat([batch, bernoulli(batch)]), y[order[i : i + 128]].repeat(2)
             loss = F.cross_entropy(net(inputs), targets)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         net.eval()
-        print(f"epoch {epoch + 1}: test accuracy {accuracy(net, x_test, y_test):.4f} grey, "
-              f"{accuracy(net, bernoulli(x_test), y_test):.4f} binarized")
+        print(
+            f"epoch {epoch + 1}: test accuracy {accuracy(net, x_test, y_test):.4f} grey, "
+            f"{accuracy(net, bernoulli(x_test), y_test):.4f} binarized"
+        )
         net.train()
     torch.save({k: v.half() for k, v in net.state_dict().items()}, args.out)
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")

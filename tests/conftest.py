@@ -16,9 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 # Real MNIST beside the project, or wherever DGM_RUN_MNIST_ROOT points (a folder holding MNIST/raw).
 MNIST_ROOT = Path(os.environ.get("DGM_RUN_MNIST_ROOT", REPO.parent / "shared" / "data"))
 # A tiny VAE run on the embedded digits: a few seconds on a CPU.
-TINY = ["trainer.max_epochs=1", "trainer.max_steps=30", "trainer.log_every_steps=5", "model.hidden=[64]",
-        "model.z_dim=8", "model.iw_samples=4", "logger.images=16", "trainer.progress_bar=false",
-        "trainer.eval_fid_samples=200", "device=cpu"]  # device last: tests swap it with TINY[:-1]
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.max_steps=30",
+    "trainer.log_every_steps=5",
+    "model.hidden=[64]",
+    "model.z_dim=8",
+    "model.iw_samples=4",
+    "logger.images=16",
+    "trainer.progress_bar=false",
+    "trainer.eval_fid_samples=200",
+    "device=cpu",
+]  # device last: tests swap it with TINY[:-1]
 
 
 def config_options(group: str) -> str:

@@ -27,9 +27,19 @@ CODE_2015 = {"p_a": "standard", "train_q_a": False, "q_z_sees_a": False, "kl": "
 
 
 def test_frozen_q_a_keeps_its_initial_weights_bit_for_bit_while_the_rest_trains(tmp_path):
-    cfg = compose_cfg(*TINY, "model=adgm", "data.n_labels=100", "model.train_q_a=false", "model.samples=2",
-                      "model.mc_average=authors", "optimizer.weight_prior=0.01", "optimizer.clip_norm=5",
-                      "optimizer.clip_value=1", "logger=none", "trainer.max_steps=5")
+    cfg = compose_cfg(
+        *TINY,
+        "model=adgm",
+        "data.n_labels=100",
+        "model.train_q_a=false",
+        "model.samples=2",
+        "model.mc_average=authors",
+        "optimizer.weight_prior=0.01",
+        "optimizer.clip_norm=5",
+        "optimizer.clip_value=1",
+        "logger=none",
+        "trainer.max_steps=5",
+    )
     trainer = build(cfg, tmp_path)
     model = trainer.model
     q_a = {id(p) for p in model.q_a.parameters()}
@@ -54,8 +64,10 @@ def test_q_z_without_a_does_not_see_a():
     assert [part.in_features for part in paper.q_z_in.example.parts] == [3, 16]  # [a, x]
 
 
-@pytest.mark.parametrize("model_class, extra", [(M2, {}), (ADGM, {"a_dim": 3, "p_a": "standard"}),
-                                                (ADGM, {"a_dim": 3}), (SDGM, {"a_dim": 3})])
+@pytest.mark.parametrize(
+    "model_class, extra",
+    [(M2, {}), (ADGM, {"a_dim": 3, "p_a": "standard"}), (ADGM, {"a_dim": 3}), (SDGM, {"a_dim": 3})],
+)
 def test_the_closed_form_kl_has_the_monte_carlo_estimates_expectation(model_class, extra):
     """For every (digit, label) row, the mean over 40,000 draws of the bound with -KL in closed form equals
     that of the sampled log p - log q within 5 standard errors of the sampled one's mean (which the closed
@@ -75,7 +87,7 @@ def test_the_closed_form_kl_has_the_monte_carlo_estimates_expectation(model_clas
         spreads.append(log_w.std(0))
     sampled, closed = means
     assert bool((spreads[1] < spreads[0]).all())  # the closed form removes the latents' sampling noise
-    assert bool(((sampled - closed).abs() < 5 * spreads[0] / math.sqrt(draws)).all()), (sampled - closed)
+    assert bool(((sampled - closed).abs() < 5 * spreads[0] / math.sqrt(draws)).all()), sampled - closed
     assert float((sampled - closed).abs().max()) > 0  # two estimates, not one computation
 
 
@@ -162,10 +174,19 @@ def test_the_2015_code_experiment_composes_to_its_pipeline():
     cfg = validate(compose_cfg("experiment=adgm_2015_code"))
     model, data, optimizer = cfg.model, cfg.data, cfg.optimizer
     assert (model.p_a, model.train_q_a, model.q_z_sees_a, model.kl, model.init) == (
-        "standard", False, False, "analytic", "glorot_all")
+        "standard",
+        False,
+        False,
+        "analytic",
+        "glorot_all",
+    )
     assert (model.alpha, model.reduction, model.samples, model.mc_average) == (1200.0, "sums", 10, "authors")
     assert (data.unlabelled_order, data.labelled_order, data.labelled_batch_size, data.n_labels) == (
-        "class_sorted", "fixed", 100, 100)
+        "class_sorted",
+        "fixed",
+        100,
+        100,
+    )
     assert optimizer.weight_prior == pytest.approx(1 / 120_000, rel=1e-3) and optimizer.weight_decay == 0
     shuffled = validate(compose_cfg("experiment=adgm_2015_code_shuffled"))
     assert shuffled.data.unlabelled_order == "shuffle"

@@ -17,10 +17,24 @@ from dgm_run.trainer import Trainer
 
 # DDGM on the 8-mode mixture, small: 4 steps per epoch, so evaluations at steps 4, 8, 12, 16 and checkpoints
 # at 3, 4, 6, 8, ... (every 3 steps and at each epoch's end).
-RUN = ["experiment=ddgm_gmm", "data.n_train=512", "data.n_test=200", "trainer.batch_size=128",
-       "trainer.max_epochs=4", "trainer.eval_every_epochs=1", "trainer.checkpoint_every_steps=3",
-       "trainer.log_every_steps=2", "model.generator_hidden=[16]", "model.energy_hidden=[16]", "model.features=8",
-       "model.experts=8", "model.eval_samples=200", "trainer.threads=1", "trainer.progress_bar=false", "device=cpu"]
+RUN = [
+    "experiment=ddgm_gmm",
+    "data.n_train=512",
+    "data.n_test=200",
+    "trainer.batch_size=128",
+    "trainer.max_epochs=4",
+    "trainer.eval_every_epochs=1",
+    "trainer.checkpoint_every_steps=3",
+    "trainer.log_every_steps=2",
+    "model.generator_hidden=[16]",
+    "model.energy_hidden=[16]",
+    "model.features=8",
+    "model.experts=8",
+    "model.eval_samples=200",
+    "trainer.threads=1",
+    "trainer.progress_bar=false",
+    "device=cpu",
+]
 
 
 class Killed(Exception):
@@ -105,8 +119,9 @@ def test_tags_with_slashes_and_frames_out_of_order(tmp_path):
     gif = tmp_path / "animations" / "latent%2Fpca.v2.gif"
     with Image.open(gif) as animation:
         assert animation.size == (8, 6)
-        assert [frame.convert("RGB").getpixel((0, 0)) for frame in ImageSequence.Iterator(animation)] == \
-            [colours[step] for step in sorted(colours)]
+        assert [frame.convert("RGB").getpixel((0, 0)) for frame in ImageSequence.Iterator(animation)] == [
+            colours[step] for step in sorted(colours)
+        ]
     (video,) = read_events(tmp_path).Images("latent/pca.v2/animation")
     assert video.step == 30 and video.encoded_image_string == gif.read_bytes()
 

@@ -19,10 +19,20 @@ from tests.test_trainer import build_trainer, optimizer_steps_per_phase
 
 TOY = DataSpec(shape=(4,), n_classes=4, is_image=False, n_train=100)
 # A few seconds of the toy on a CPU.
-TINY_TOY = ["model.hidden=[16]", "model.noise_dim=8", "model.discriminator_hidden=[32]",
-            "model.discriminator_features=8", "model.iw_samples=50", "data.n_train=256", "trainer.batch_size=64",
-            "trainer.max_epochs=2", "trainer.eval_every_epochs=1", "trainer.log_every_steps=2",
-            "trainer.progress_bar=false", "device=cpu"]
+TINY_TOY = [
+    "model.hidden=[16]",
+    "model.noise_dim=8",
+    "model.discriminator_hidden=[32]",
+    "model.discriminator_features=8",
+    "model.iw_samples=50",
+    "data.n_train=256",
+    "trainer.batch_size=64",
+    "trainer.max_epochs=2",
+    "trainer.eval_every_epochs=1",
+    "trainer.log_every_steps=2",
+    "trainer.progress_bar=false",
+    "device=cpu",
+]
 
 
 @pytest.mark.parametrize("discriminator", ["inner_product", "mlp"])
@@ -30,8 +40,9 @@ def test_discriminator_learns_log_q_minus_log_p(discriminator):
     """Proposition 1: the logistic loss's optimum is T*(x, z) = log q(z|x) - log p(z). Trained on
     q = N(m, s^2) against p = N(0, I) at a fixed x, T must match that log-ratio in the bulk of both."""
     torch.manual_seed(0)
-    model = AVB(AVB.Config(z_dim=2, discriminator=discriminator, discriminator_hidden=[32, 32],
-                           discriminator_features=16), TOY)
+    model = AVB(
+        AVB.Config(z_dim=2, discriminator=discriminator, discriminator_hidden=[32, 32], discriminator_features=16), TOY
+    )
     optimizer = torch.optim.Adam(model.phase_parameters("adversary"), lr=1e-2)
     # A tenth of the rate for the last third: less noise from the finite batches around the optimum.
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=400, gamma=0.1)
@@ -58,8 +69,13 @@ def test_discriminator_learns_log_q_minus_log_p(discriminator):
 
 @pytest.mark.parametrize("adaptive_contrast", [False, True], ids=["plain", "adaptive-contrast"])
 def test_phases_step_as_scheduled_and_only_their_own_parameters(tmp_path, adaptive_contrast):
-    cfg = compose_cfg("experiment=avb_toy", *TINY_TOY, "logger=none", f"model.adaptive_contrast={adaptive_contrast}",
-                      "model.ac_samples=4")
+    cfg = compose_cfg(
+        "experiment=avb_toy",
+        *TINY_TOY,
+        "logger=none",
+        f"model.adaptive_contrast={adaptive_contrast}",
+        "model.ac_samples=4",
+    )
     trainer = build_trainer(cfg, tmp_path)
     model = trainer.model
     assert optimizer_steps_per_phase(trainer, 3) == {"adversary": 6, "primal": 3}
@@ -90,15 +106,18 @@ def test_toy_run_logs_latent_figure_and_metrics(tmp_path, experiment):
     assert -10 < metrics["eval/log_likelihood"] < 0
     # The implicit encoder's ELBO goes through the discriminator's estimate of the KL, which can make it exceed
     # the log-likelihood: it is no bound, and is not named one. The Gaussian encoder's is a true ELBO.
-    elbo, other = ("eval/elbo_estimate", "eval/elbo") if experiment == "avb_toy" else ("eval/elbo", "eval/elbo_estimate")
+    elbo, other = (
+        ("eval/elbo_estimate", "eval/elbo") if experiment == "avb_toy" else ("eval/elbo", "eval/elbo_estimate")
+    )
     assert 0 <= metrics["eval/recon_error"] <= 1 and math.isfinite(metrics[elbo]) and other not in metrics
     events = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
     latent = events.Images("latent")
     assert [e.step for e in latent] == [4, 8]  # 4 batches per epoch, evaluated after each epoch
     assert latent[-1].width > 100 and latent[-1].height > 100
-    assert {"eval/log_likelihood", "eval/recon_error", "train/primal/recon", "train/primal/kl"} <= \
-        set(events.Tags()["scalars"])
+    assert {"eval/log_likelihood", "eval/recon_error", "train/primal/recon", "train/primal/kl"} <= set(
+        events.Tags()["scalars"]
+    )
     if experiment == "avb_toy":
         assert {"train/adversary/loss", "train/adversary/t_q", "train/adversary/t_p"} <= set(events.Tags()["scalars"])
 
@@ -119,16 +138,24 @@ def test_log_likelihood_estimate_is_exact_for_a_decoder_that_ignores_z():
     torch.testing.assert_close(model.log_likelihood(x, mu, logvar), exact, atol=0.03, rtol=0)
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.discriminator=cnn", r"model.discriminator: 'cnn' is not allowed; choose one of inner_product, mlp"),
-    ("model.ac_samples=1", r"model.ac_samples: must be >= 2"),
-    ("model.encoder=gaussian", r"model.schedule\[0\].phase: AVB \(encoder=gaussian\) has nothing to train in phase "
-                               r"'adversary'; schedule only: primal"),
-    ("model.hidden=[]", r"model.hidden: must be one or more positive layer sizes"),
-    ("model.schedule=[{phase: primal, steps: 1}]",
-     r"model.schedule: AVB \(encoder=implicit\) needs the phases adversary, primal \(got primal\)"),
-    ("model.z_dim=0", r"model.z_dim: must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.discriminator=cnn", r"model.discriminator: 'cnn' is not allowed; choose one of inner_product, mlp"),
+        ("model.ac_samples=1", r"model.ac_samples: must be >= 2"),
+        (
+            "model.encoder=gaussian",
+            r"model.schedule\[0\].phase: AVB \(encoder=gaussian\) has nothing to train in phase "
+            r"'adversary'; schedule only: primal",
+        ),
+        ("model.hidden=[]", r"model.hidden: must be one or more positive layer sizes"),
+        (
+            "model.schedule=[{phase: primal, steps: 1}]",
+            r"model.schedule: AVB \(encoder=implicit\) needs the phases adversary, primal \(got primal\)",
+        ),
+        ("model.z_dim=0", r"model.z_dim: must be a positive integer"),
+    ],
+)
 def test_bad_config_values_are_user_errors(tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         run(compose_cfg("experiment=avb_toy", *TINY_TOY, override), tmp_path)
@@ -140,8 +167,12 @@ def test_gaussian_likelihood_fits_continuous_2d_data_and_bernoulli_refuses_it():
     with pytest.raises(UserError, match="model=avb has a Bernoulli likelihood"):
         AVB(AVB.Config(), spec)
     torch.manual_seed(0)
-    model = AVB(AVB.Config(likelihood="gaussian", hidden=[16], noise_dim=4, discriminator_hidden=[16],
-                           iw_samples=20, ac_samples=4), spec)
+    model = AVB(
+        AVB.Config(
+            likelihood="gaussian", hidden=[16], noise_dim=4, discriminator_hidden=[16], iw_samples=20, ac_samples=4
+        ),
+        spec,
+    )
     assert model.decoder[-1].out_features == 4  # a mean and a log-variance per coordinate
     from dgm_run.data.base import Batch
 

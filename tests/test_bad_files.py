@@ -20,8 +20,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -36,23 +36,36 @@ from tests.conftest import REPO
 DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
 # DDGM on a 2-D mixture writes every kind of file a run has, figures (frames, GIFs) among them: 5 steps per
 # epoch, an evaluation after each, so a finished run of 2 epochs has frames at steps 5 and 10.
-RUN = ["model=ddgm", "data=gmm2d", "data.n_train=500", "data.n_test=200", "model.z_dim=2", "model.generator_hidden=[8]",
-       "model.energy_hidden=[8]", "model.features=8", "model.experts=8", "model.eval_samples=200",
-       "trainer.max_epochs=2", "trainer.eval_every_epochs=1", "trainer.progress_bar=false", "device=cpu"]
+RUN = [
+    "model=ddgm",
+    "data=gmm2d",
+    "data.n_train=500",
+    "data.n_test=200",
+    "model.z_dim=2",
+    "model.generator_hidden=[8]",
+    "model.energy_hidden=[8]",
+    "model.features=8",
+    "model.experts=8",
+    "model.eval_samples=200",
+    "trainer.max_epochs=2",
+    "trainer.eval_every_epochs=1",
+    "trainer.progress_bar=false",
+    "device=cpu",
+]
 # One more epoch of it: an evaluation (events, frames) at step 15, then the checkpoint, the GIFs, metrics.json.
 MORE = "trainer.max_epochs=3"
 
 
 # ----------------------------------------------------------------- damage
 def truncated(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def corrupt(path: Path) -> None:
     """Sixteen bytes in the middle overwritten, the length kept: what a bad sector or a stray write leaves."""
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 16] = b"\x00\xff" * 8
+    data[middle : middle + 16] = b"\x00\xff" * 8
     path.write_bytes(bytes(data))
 
 
@@ -81,18 +94,29 @@ def unreadable_image(path: Path) -> None:
         path.read_bytes()
 
 
-DAMAGE: dict[str, Callable[[Path], None]] = {"missing": missing, "truncated": truncated, "corrupt": corrupt,
-                                             "unreadable": unreadable}
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "missing": missing,
+    "truncated": truncated,
+    "corrupt": corrupt,
+    "unreadable": unreadable,
+}
 # What the line says of the file, by the damage done to it.
-SAYS = {"missing": "is missing; ", "truncated": "is corrupt or truncated (", "corrupt": "is corrupt or truncated (",
-        "unreadable": "cannot read "}
+SAYS = {
+    "missing": "is missing; ",
+    "truncated": "is corrupt or truncated (",
+    "corrupt": "is corrupt or truncated (",
+    "unreadable": "cannot read ",
+}
 
 
 def contents(folder: Path) -> dict[str, bytes]:
     """Every file and folder under `folder` (a link as its target's name, a folder as nothing), but Hydra's log,
     which each command appends to."""
-    return {str(p.relative_to(folder)): os.readlink(p).encode() if p.is_symlink() else b"" if p.is_dir()
-            else p.read_bytes() for p in sorted(folder.rglob("*")) if p.suffix != ".log"}
+    return {
+        str(p.relative_to(folder)): os.readlink(p).encode() if p.is_symlink() else b"" if p.is_dir() else p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.suffix != ".log"
+    }
 
 
 def one_line(code: int, err: str, prefix: str, *fragments: str) -> str:
@@ -119,8 +143,9 @@ def run_dir(finished, tmp_path) -> Path:
 
 
 def script(name: str, *args: object) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     return done.returncode, done.stderr
 
 
@@ -131,8 +156,14 @@ def test_a_bad_saved_config_stops_resume(cli, run_dir, damage):
     DAMAGE[damage](config)
     before = contents(run_dir)
     code, _, err = cli(f"resume={run_dir}", MORE)
-    one_line(code, err, "dgm-run: error: ", f"config {config}", SAYS[damage],
-             "restore it; the run's .hydra/config.yaml holds the config it started with")
+    one_line(
+        code,
+        err,
+        "dgm-run: error: ",
+        f"config {config}",
+        SAYS[damage],
+        "restore it; the run's .hydra/config.yaml holds the config it started with",
+    )
     assert contents(run_dir) == before
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 10
 
@@ -143,8 +174,14 @@ def test_a_bad_checkpoint_stops_evaluate(cli, run_dir, damage):
     DAMAGE[damage](last)
     before = contents(run_dir)
     code, _, err = cli(f"evaluate={run_dir}")
-    one_line(code, err, "dgm-run: error: ", f"checkpoint {last}", SAYS[damage],
-             f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}")
+    one_line(
+        code,
+        err,
+        "dgm-run: error: ",
+        f"checkpoint {last}",
+        SAYS[damage],
+        f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}",
+    )
     assert contents(run_dir) == before  # the evaluation folder Hydra had made is taken back
 
 
@@ -165,8 +202,12 @@ def test_a_missing_metrics_file_is_an_unfinished_job(run_dir, tmp_path):
     sweep = tmp_path / "sweep"
     job = Path(shutil.move(run_dir, sweep / "0_ddgm_gmm2d"))
     (job / "metrics.json").unlink()
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), str(sweep)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "results_table.py"), str(sweep)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0 and "failed: job 0_ddgm_gmm2d (): no metrics.json" in done.stdout, done.stdout
 
 
@@ -181,8 +222,14 @@ def test_a_bad_event_file_stops_the_exporter_and_the_plot(run_dir, tmp_path, dam
     if damage != "missing":  # a run without events has no curve: the plot names it and leaves it out
         sweep = Path(shutil.move(run_dir, tmp_path / "sweep" / "0_ddgm_gmm2d")).parent
         code, err = script("results_table.py", sweep, "--plot", tmp_path / "plot.png", "--metric", "eval/high_quality")
-        one_line(code, err, "results_table: error: ", f"event file {sweep / '0_ddgm_gmm2d' / events.name}",
-                 SAYS[damage], "evaluate the run again")
+        one_line(
+            code,
+            err,
+            "results_table: error: ",
+            f"event file {sweep / '0_ddgm_gmm2d' / events.name}",
+            SAYS[damage],
+            "evaluate the run again",
+        )
         run_dir = sweep / "0_ddgm_gmm2d"
     assert contents(run_dir) == before and not (tmp_path / "samples.png").exists()
 
@@ -219,9 +266,17 @@ def test_a_bad_image_stops_the_run(cli, tmp_path, damage):
     else:
         {**DAMAGE, "unreadable": unreadable_image}[damage](bad)
     before = contents(tmp_path)
-    code, _, err = cli("data=image_folder", f"data.root={folder}", "data.size=8", "trainer.batch_size=5",
-                       "trainer.max_steps=1", "model.hidden=[8]", "trainer.progress_bar=false", "device=cpu",
-                       f"hydra.run.dir={tmp_path / 'out'}")
+    code, _, err = cli(
+        "data=image_folder",
+        f"data.root={folder}",
+        "data.size=8",
+        "trainer.batch_size=5",
+        "trainer.max_steps=1",
+        "model.hidden=[8]",
+        "trainer.progress_bar=false",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     if damage == "missing":
         one_line(code, err, "dgm-run: error: ", f"data.root={folder}: no such folder; point it at a folder")
     else:
@@ -239,13 +294,27 @@ def test_a_bad_mnist_file_stops_the_run(cli, tmp_path, damage):
     bad = raw / "train-images-idx3-ubyte.gz"
     DAMAGE[damage](bad)
     before = contents(tmp_path)
-    code, _, err = cli("data=mnist", f"data.root={tmp_path}", "trainer.max_steps=1", "model.hidden=[8]",
-                       "trainer.progress_bar=false", "device=cpu", f"hydra.run.dir={tmp_path / 'out'}")
+    code, _, err = cli(
+        "data=mnist",
+        f"data.root={tmp_path}",
+        "trainer.max_steps=1",
+        "model.hidden=[8]",
+        "trainer.progress_bar=false",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'out'}",
+    )
     if damage == "missing":
-        one_line(code, err, "dgm-run: error: ", f"no MNIST in {raw} (missing train-images-idx3-ubyte",
-                 "set data.download=true or point data.root at a folder holding MNIST/raw")
+        one_line(
+            code,
+            err,
+            "dgm-run: error: ",
+            f"no MNIST in {raw} (missing train-images-idx3-ubyte",
+            "set data.download=true or point data.root at a folder holding MNIST/raw",
+        )
     else:
-        one_line(code, err, "dgm-run: error: ", f"data file {bad}", SAYS[damage], "delete it and set data.download=true")
+        one_line(
+            code, err, "dgm-run: error: ", f"data file {bad}", SAYS[damage], "delete it and set data.download=true"
+        )
     assert contents(tmp_path) == before
 
 
@@ -286,6 +355,7 @@ def refused_event_files(monkeypatch, code: int) -> Iterator[None]:
     """TensorBoard's event writes fail with `code` (ENOSPC, EACCES): its local file system's write and append
     raise it. (A run's own directory cannot turn read-only for real before its events are written: dgm-run
     refuses such a directory at the start, see below.)"""
+
     def refuse(*args, **kwargs):
         raise OSError(code, os.strerror(code))
 
@@ -297,10 +367,14 @@ def refused_event_files(monkeypatch, code: int) -> Iterator[None]:
 
 # (what is written, the file named in the error, how its write is refused); paths relative to the run directory.
 WRITES = [
-    ("checkpoint", "checkpoints/last.pt", "full"), ("checkpoint", "checkpoints/last.pt", "read-only"),
-    ("frame", "animations/samples/00000015.png", "full"), ("frame", "animations/samples/00000015.png", "read-only"),
-    ("GIF", "animations/energy.gif", "full"), ("GIF", "animations/energy.gif", "read-only"),  # energy's is joined first
-    ("metrics", "metrics.json", "full"), ("events", "events.out.tfevents.*", "full"),
+    ("checkpoint", "checkpoints/last.pt", "full"),
+    ("checkpoint", "checkpoints/last.pt", "read-only"),
+    ("frame", "animations/samples/00000015.png", "full"),
+    ("frame", "animations/samples/00000015.png", "read-only"),
+    ("GIF", "animations/energy.gif", "full"),
+    ("GIF", "animations/energy.gif", "read-only"),  # energy's is joined first
+    ("metrics", "metrics.json", "full"),
+    ("events", "events.out.tfevents.*", "full"),
     ("events", "events.out.tfevents.*", "read-only"),
 ]
 
@@ -317,12 +391,18 @@ def test_a_refused_write_keeps_the_last_good_checkpoint(cli, run_dir, monkeypatc
     with blocked:
         code, _, err = cli(f"resume={run_dir}", MORE)
     reason = "No space left on device" if refusal == "full" else ""
-    line = one_line(code, err, "dgm-run: error: cannot write ", reason,
-                    f"free space or make the folder writable, then resume from the last good checkpoint, {last}: "
-                    f"dgm-run resume={run_dir}")
+    line = one_line(
+        code,
+        err,
+        "dgm-run: error: cannot write ",
+        reason,
+        f"free space or make the folder writable, then resume from the last good checkpoint, {last}: "
+        f"dgm-run resume={run_dir}",
+    )
     if what == "events":  # a resumed run's new event file, named by TensorBoard; its folder when that failed at once
-        assert line.split("cannot write ")[1].startswith((f"{run_dir}/events.out.tfevents.",
-                                                          f"an event file in {run_dir} ("))
+        assert line.split("cannot write ")[1].startswith(
+            (f"{run_dir}/events.out.tfevents.", f"an event file in {run_dir} (")
+        )
     else:
         assert line.startswith(f"dgm-run: error: cannot write {path} (")
     assert not list(run_dir.rglob("*.tmp"))
@@ -335,7 +415,10 @@ def test_a_refused_write_keeps_the_last_good_checkpoint(cli, run_dir, monkeypatc
         assert last.read_bytes() == good and state["step"] == 10
     code, _, err = cli(f"resume={run_dir}", MORE)
     assert code == 0, err
-    assert json.loads((run_dir / "metrics.json").read_text())["step"] == 15 and (run_dir / "animations" / "samples.gif").is_file()
+    assert (
+        json.loads((run_dir / "metrics.json").read_text())["step"] == 15
+        and (run_dir / "animations" / "samples.gif").is_file()
+    )
 
 
 def test_a_read_only_run_directory_is_refused_before_anything_runs(cli, run_dir):
@@ -343,7 +426,11 @@ def test_a_read_only_run_directory_is_refused_before_anything_runs(cli, run_dir)
     before = contents(run_dir)
     with read_only(run_dir):
         code, _, err = cli(f"resume={run_dir}", MORE)
-    one_line(code, err, f"dgm-run: error: hydra.run.dir={run_dir}: cannot write in the run directory (",
-             "); make it writable")
+    one_line(
+        code,
+        err,
+        f"dgm-run: error: hydra.run.dir={run_dir}: cannot write in the run directory (",
+        "); make it writable",
+    )
     assert contents(run_dir) == before and checkpoint.load(last)["step"] == 10
     assert cli(f"resume={run_dir}", MORE)[0] == 0 and json.loads((run_dir / "metrics.json").read_text())["step"] == 15

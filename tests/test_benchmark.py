@@ -15,8 +15,14 @@ MODELS = ("vae", "m2", "m1m2", "adgm", "sdgm", "avb", "ddgm")
 def test_tiny_benchmark_reports_every_model(tmp_path):
     out = tmp_path / "out.json"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--tiny", "--device", "cpu",
-                           "--json", str(out)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--tiny", "--device", "cpu", "--json", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
 
@@ -51,9 +57,25 @@ def test_m1m2_features_computed_once_take_m1s_pass_out_of_the_step(tmp_path):
     flops = {}
     for features in ("once", "step"):
         out = tmp_path / f"{features}.json"
-        done = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--tiny", "--device", "cpu",
-                               "--models", "m1m2", "--set", f"model.m1_features={features}", "--json", str(out)],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "scripts" / "benchmark.py"),
+                "--tiny",
+                "--device",
+                "cpu",
+                "--models",
+                "m1m2",
+                "--set",
+                f"model.m1_features={features}",
+                "--json",
+                str(out),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         r = json.loads(out.read_text())["models"]["m1m2"]
         assert r["seconds_per_epoch"] > 0 and "model.m1_epochs=0" in r["overrides"]

@@ -13,8 +13,14 @@ from dgm_run.train import evaluation_paths, run
 from tests.conftest import TINY, compose_cfg
 
 # 7,500 training digits once 500 are held out for validation: 75 steps per epoch, evaluated after each.
-EPOCHS = [*TINY, "trainer.max_steps=null", "trainer.eval_every_epochs=1", "data.n_validation=500",
-          "logger.images=0", "logger.embedding=0"]
+EPOCHS = [
+    *TINY,
+    "trainer.max_steps=null",
+    "trainer.eval_every_epochs=1",
+    "data.n_validation=500",
+    "logger.images=0",
+    "logger.embedding=0",
+]
 
 
 def scalars(run_dir, tag: str) -> list[tuple[int, float]]:
@@ -31,15 +37,27 @@ def test_best_checkpoint_holds_the_evaluation_with_the_best_validation_metric(tm
     best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     assert best["step"] == best_step and best["epoch"] == best_step // 75
     assert best["metrics"]["valid/elbo"] == pytest.approx(best_value)
-    assert best["best"] == {"metric": "valid/elbo", "value": best["metrics"]["valid/elbo"], "epoch": best["epoch"],
-                            "stale": 0}
+    assert best["best"] == {
+        "metric": "valid/elbo",
+        "value": best["metrics"]["valid/elbo"],
+        "epoch": best["epoch"],
+        "stale": 0,
+    }
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_a_better_value(tmp_path, caplog):
     # best_mode=min on the ELBO: the first evaluation stays the best, so that the patience runs out.
     caplog.set_level("INFO")
-    metrics = run(compose_cfg(*EPOCHS, "trainer.max_epochs=10", "trainer.best_metric=valid/elbo",
-                              "trainer.best_mode=min", "trainer.early_stop_patience=2"), tmp_path)
+    metrics = run(
+        compose_cfg(
+            *EPOCHS,
+            "trainer.max_epochs=10",
+            "trainer.best_metric=valid/elbo",
+            "trainer.best_mode=min",
+            "trainer.early_stop_patience=2",
+        ),
+        tmp_path,
+    )
     assert metrics["epoch"] == 3 and metrics["step"] == 225  # evaluations at epochs 1 (the best), 2 and 3
     assert [step for step, _ in scalars(tmp_path, "valid/elbo")] == [75, 150, 225]
     best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
@@ -74,8 +92,10 @@ def test_evaluate_dir_gives_the_runs_own_final_metrics_beside_its_checkpoint(cli
     assert scalars(out, "eval/log_likelihood") == [(30, pytest.approx(again["eval/log_likelihood"]))]
 
     code, _, err = cli(f"evaluate={run_dir}", "model.z_dim=3")
-    assert code == 2 and err.strip() == ("dgm-run: error: evaluate: only trainer.*, logger.*, data.root, "
-                                         "data.test_binarize keys may change when evaluating (got model.z_dim=3)")
+    assert code == 2 and err.strip() == (
+        "dgm-run: error: evaluate: only trainer.*, logger.*, data.root, "
+        "data.test_binarize keys may change when evaluating (got model.z_dim=3)"
+    )
     code, _, err = cli(f"evaluate={tmp_path / 'nothing'}")
     assert code == 2 and f"evaluate={tmp_path / 'nothing'}: no config.yaml there" in err
     assert not (tmp_path / "nothing").exists()  # the evaluation folder Hydra made is taken back
@@ -97,8 +117,16 @@ def test_evaluate_a_best_checkpoint_into_its_own_folder(cli, tmp_path):
     """evaluate=DIR/checkpoints/best.pt: the best evaluation's metrics again, in DIR/evaluation-best/; the test
     protocol may change (data.test_binarize)."""
     run_dir = tmp_path / "run"
-    assert cli(*EPOCHS, "trainer.max_epochs=2", "trainer.best_metric=valid/elbo", "trainer.best_mode=min",
-               f"hydra.run.dir={run_dir}")[0] == 0
+    assert (
+        cli(
+            *EPOCHS,
+            "trainer.max_epochs=2",
+            "trainer.best_metric=valid/elbo",
+            "trainer.best_mode=min",
+            f"hydra.run.dir={run_dir}",
+        )[0]
+        == 0
+    )
     best = checkpoint.load(run_dir / "checkpoints" / "best.pt")
     assert best["step"] == 75  # best_mode=min on the ELBO: the first evaluation, not the last
     target = run_dir / "checkpoints" / "best.pt"
@@ -116,6 +144,8 @@ def test_evaluate_a_best_checkpoint_into_its_own_folder(cli, tmp_path):
     assert scalars(out, "eval/elbo") == [(75, pytest.approx(grey["eval/elbo"]))]
 
     code, _, err = cli(f"evaluate={run_dir / 'checkpoints' / 'nothing.pt'}")
-    assert code == 2 and err.strip() == (f"dgm-run: error: checkpoint {run_dir / 'checkpoints' / 'nothing.pt'} is missing; "
-                                         f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}")
+    assert code == 2 and err.strip() == (
+        f"dgm-run: error: checkpoint {run_dir / 'checkpoints' / 'nothing.pt'} is missing; "
+        f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}"
+    )
     assert not (run_dir / "evaluation-nothing").exists()

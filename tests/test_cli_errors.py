@@ -33,16 +33,26 @@ BAD_INPUT = [
     (["optimizer.lr=0"], "optimizer.lr: must be > 0 (got 0.0)"),
     (["data=gmm2d"], "model=vae has a Bernoulli likelihood and needs data in [0, 1]"),
     (["data=toy_onehot4", "data.n_train=0"], "data.n_train: must be a positive integer (got 0)"),
-    (["model=avb", "model.encoder=gaussian"], "model.schedule[0].phase: AVB (encoder=gaussian) has nothing to train in phase 'adversary'"),
-    (["model=avb", "data=toy_onehot4", "optimizer.phases.adversary.lr=1e-4"],
-     "optimizer.phases is empty here: add it with +optimizer.phases.adversary.lr=1e-4"),
+    (
+        ["model=avb", "model.encoder=gaussian"],
+        "model.schedule[0].phase: AVB (encoder=gaussian) has nothing to train in phase 'adversary'",
+    ),
+    (
+        ["model=avb", "data=toy_onehot4", "optimizer.phases.adversary.lr=1e-4"],
+        "optimizer.phases is empty here: add it with +optimizer.phases.adversary.lr=1e-4",
+    ),
     (["model.activation=swish"], "model.activation: 'swish' is not allowed; choose one of relu, softplus"),
     (["trainer.threads=0"], "trainer.threads: must be a positive integer (got 0)"),
     (["trainer.eval_iw_samples=0"], "trainer.eval_iw_samples: must be a positive integer (got 0)"),
-    (["trainer.best_metric=elbo"],
-     "trainer.best_metric: must name a held-out metric, eval/... or valid/... (got elbo)"),
-    (["trainer.best_metric=valid/elbo"], "trainer.best_metric=valid/elbo: this run has no valid/ metrics; "
-                                         "hold out a validation set with data.n_validation=N"),
+    (
+        ["trainer.best_metric=elbo"],
+        "trainer.best_metric: must name a held-out metric, eval/... or valid/... (got elbo)",
+    ),
+    (
+        ["trainer.best_metric=valid/elbo"],
+        "trainer.best_metric=valid/elbo: this run has no valid/ metrics; "
+        "hold out a validation set with data.n_validation=N",
+    ),
     (["trainer.best_mode=lowest"], "trainer.best_mode: 'lowest' is not allowed; choose one of auto, min, max"),
     (["trainer.early_stop_patience=3"], "trainer.early_stop_patience: needs trainer.best_metric"),
     (["evaluate=/nowhere", "resume=/nowhere"], "evaluate= and resume= exclude each other"),
@@ -80,8 +90,12 @@ def test_a_run_directory_that_cannot_be_made_is_one_line(cli, tmp_path, multirun
     (tmp_path / "plain").write_text("a file, not a directory")
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     code, _, err = cli(*(["-m"] if multirun else []), *TINY, f"{key}={tmp_path / 'plain' / 'sub'}")
-    assert_one_line_error(code, err, f"{key}={tmp_path / 'plain' / 'sub'}: cannot make the run directory there "
-                                     f"({tmp_path / 'plain'} is a file, not a directory); choose a writable directory")
+    assert_one_line_error(
+        code,
+        err,
+        f"{key}={tmp_path / 'plain' / 'sub'}: cannot make the run directory there "
+        f"({tmp_path / 'plain'} is a file, not a directory); choose a writable directory",
+    )
 
 
 def unwritable_directory(tmp_path) -> Path:
@@ -109,8 +123,13 @@ def test_a_run_directory_without_write_access_is_one_line(cli, tmp_path):
 
 
 def test_missing_data_without_download(cli, tmp_path):
-    code, _, err = cli(*TINY, "data=mnist", f"data.root={tmp_path / 'nowhere'}", "data.download=false",
-                       f"hydra.run.dir={tmp_path / 'run'}")
+    code, _, err = cli(
+        *TINY,
+        "data=mnist",
+        f"data.root={tmp_path / 'nowhere'}",
+        "data.download=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert_one_line_error(code, err, f"data.root={tmp_path / 'nowhere'}: no MNIST in")
     assert "set data.download=true" in err
 
@@ -135,14 +154,16 @@ def test_corrupt_data_file_is_named(cli, tmp_path, damage):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_gpu(cli, tmp_path):
     code, _, err = cli(*TINY, "device=cuda", f"hydra.run.dir={tmp_path / 'run'}")
-    assert_one_line_error(code, err, "device=cuda: no CUDA GPU is visible to PyTorch on this machine; "
-                                     "use device=cpu or device=auto")
+    assert_one_line_error(
+        code, err, "device=cuda: no CUDA GPU is visible to PyTorch on this machine; use device=cpu or device=auto"
+    )
 
 
 def test_console_script_reports_the_same_line(tmp_path):
     """The installed `dgm-run` entry point, not only main(), gives the one-line error."""
     script = shutil.which("dgm-run", path=str(__import__("pathlib").Path(sys.executable).parent))
     assert script, "dgm-run is not installed beside this Python"
-    done = subprocess.run([script, "model=foo", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [script, "model=foo", f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120
+    )
     assert_one_line_error(done.returncode, done.stderr, "model=foo is not a known option")

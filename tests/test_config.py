@@ -7,8 +7,9 @@ composes to; the composed config, the run's config.yaml and its HParams still ho
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from omegaconf import DictConfig, OmegaConf
@@ -108,15 +109,30 @@ def test_composed_config_holds_every_schema_default(group, option):
 
 
 def test_complete_fills_a_sparse_config_and_keeps_interpolations():
-    sparse = OmegaConf.create({"seed": 3, "model": {"_target_": "dgm_run.models.m1m2.M1M2", "m1_epochs": 4,
-                                                    "schedule": [{"phase": "m1", "until_epoch": "${model.m1_epochs}"}]},
-                               "data": {"_target_": "dgm_run.data.digits.Digits"},
-                               "trainer": {"max_epochs": 7}, "optimizer": {}, "device": {}, "logger": {}})
+    sparse = OmegaConf.create(
+        {
+            "seed": 3,
+            "model": {
+                "_target_": "dgm_run.models.m1m2.M1M2",
+                "m1_epochs": 4,
+                "schedule": [{"phase": "m1", "until_epoch": "${model.m1_epochs}"}],
+            },
+            "data": {"_target_": "dgm_run.data.digits.Digits"},
+            "trainer": {"max_epochs": 7},
+            "optimizer": {},
+            "device": {},
+            "logger": {},
+        }
+    )
     full = complete(sparse)
     assert full.trainer.max_epochs == 7 and full.trainer.eval_every_epochs == 5 and full.optimizer.lr == 1e-3
     assert full.model.m1_z_dim == 50 and full.data.labelled_batch_size == 100
-    assert OmegaConf.to_container(full.model.schedule)[0] == {"phase": "m1", "steps": 1, "from_epoch": 0,
-                                                              "until_epoch": "${model.m1_epochs}"}
+    assert OmegaConf.to_container(full.model.schedule)[0] == {
+        "phase": "m1",
+        "steps": 1,
+        "from_epoch": 0,
+        "until_epoch": "${model.m1_epochs}",
+    }
     assert full.model.schedule[0].until_epoch == 4
     assert OmegaConf.to_container(complete(full)) == OmegaConf.to_container(full)
 
@@ -133,8 +149,9 @@ def test_cfg_job_prints_every_value(cli):
     code, out, err = cli("--cfg", "job", "model=m1m2", "data=mnist_100labels")
     assert code == 0, err
     printed = OmegaConf.create(out)
-    assert OmegaConf.to_container(printed) == OmegaConf.to_container(complete(compose(["model=m1m2",
-                                                                                          "data=mnist_100labels"])))
+    assert OmegaConf.to_container(printed) == OmegaConf.to_container(
+        complete(compose(["model=m1m2", "data=mnist_100labels"]))
+    )
     assert printed.trainer.eval_batch_size == 500 and printed.model.m1_z_dim == 50 and printed.data.root == "data"
 
 
@@ -143,8 +160,10 @@ def test_option_lists_show_no_schema(cli):
     assert code == 0
     groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
     listed = [line for line in groups.splitlines() if ": " in line]
-    assert listed == [f"{g}: {config_options(g)}" for g in sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()
-                                                                    and any(p.glob("*.yaml")))]
+    assert listed == [
+        f"{g}: {config_options(g)}"
+        for g in sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+    ]
     code, _, err = cli("trainer=nope")
     assert code == 2 and f"choose one of: {config_options('trainer')}\n" in err
 

@@ -70,7 +70,7 @@ def test_batches_are_binarized_afresh_and_carry_labelled_parts():
     assert first.x.shape == (100, 1, 28, 28) and set(first.x.unique().tolist()) == {0.0, 1.0}
     assert not torch.equal(first.x, again.x)  # a fresh Bernoulli draw of the same digits
     assert first.x_labelled.shape == (50, 1, 28, 28) and first.y_labelled.shape == (50,)
-    seen = torch.cat([plan.labelled_order[i * 50:(i + 1) * 50] for i in range(data.steps_per_epoch)])
+    seen = torch.cat([plan.labelled_order[i * 50 : (i + 1) * 50] for i in range(data.steps_per_epoch)])
     assert set(seen.tolist()) <= set(data.labelled.tolist())
     counts = seen.bincount()[data.labelled]
     assert counts.max() - counts.min() <= 1  # every label is seen equally often within an epoch
@@ -94,10 +94,12 @@ def test_validation_set_is_held_out_from_training_with_the_split_seed():
     plain = digits(binarize=False)
     data = digits(binarize=False, n_validation=1000, n_labels=100)
     assert len(data.x_train) == 7000 and len(data.x_valid) == 1000 and data.steps_per_epoch == 70
+
     # Together the two sets are exactly the original training set: no digit in both, none lost.
     def keys(x):  # training digits stay uint8; held-out ones are floats in [0, 1]
         x = x if x.dtype == torch.uint8 else (x * 255).round().to(torch.uint8)
         return {row.tobytes() for row in x.flatten(1).numpy()}
+
     assert keys(data.x_train).isdisjoint(keys(data.x_valid))
     assert keys(data.x_train) | keys(data.x_valid) == keys(plain.x_train)
     assert int(data.labelled.max()) < 7000  # the labelled digits come from what is left for training

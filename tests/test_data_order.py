@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from dgm_run import checkpoint
+from dgm_run.config import validate
 from dgm_run.data.base import DeviceData
 from dgm_run.data.digits import Digits
-from dgm_run.config import validate
 from dgm_run.errors import UserError
 from tests.conftest import compose_cfg
 
@@ -22,7 +22,7 @@ def digits(**overrides) -> DeviceData:
 
 def unlabelled_classes(data: DeviceData, plan) -> list[set[int]]:
     """The classes in each batch's unlabelled part (batch i serves the digits of order[i * 100:(i + 1) * 100])."""
-    return [set(data.y_train[plan.order[i * 100:(i + 1) * 100]].tolist()) for i in range(data.steps_per_epoch)]
+    return [set(data.y_train[plan.order[i * 100 : (i + 1) * 100]].tolist()) for i in range(data.steps_per_epoch)]
 
 
 def test_class_sorted_batches_hold_at_most_two_classes_in_the_same_order_every_epoch():
@@ -82,25 +82,41 @@ def test_fixed_labelled_order_cycles_the_same_sequence_every_epoch():
     data = digits(labelled_order="fixed", labelled_batch_size=30)
     plan = data.plan_epoch()
     assert torch.equal(plan.labelled_order, data.plan_epoch().labelled_order)
-    seen = plan.labelled_order[:data.steps_per_epoch * 30]
+    seen = plan.labelled_order[: data.steps_per_epoch * 30]
     assert torch.equal(seen.view(-1, 100)[:-1], seen[:100].expand(23, 100))  # one round of 100, again and again
     counts = seen.bincount()[data.labelled]
     assert counts.max() - counts.min() <= 1
 
 
-@pytest.mark.parametrize("key, value, allowed", [("unlabelled_order", "sorted", "shuffle, fixed, class_sorted"),
-                                                 ("labelled_order", "class_sorted", "shuffle, fixed")])
+@pytest.mark.parametrize(
+    "key, value, allowed",
+    [
+        ("unlabelled_order", "sorted", "shuffle, fixed, class_sorted"),
+        ("labelled_order", "class_sorted", "shuffle, fixed"),
+    ],
+)
 def test_orders_are_validated_with_their_key(key, value, allowed):
     with pytest.raises(UserError, match=f"data.{key}: '{value}' is not allowed; choose one of {allowed}"):
         validate(compose_cfg(f"data.{key}={value}"))
 
 
-@pytest.mark.parametrize("unlabelled, labelled", [("shuffle", "shuffle"), ("fixed", "fixed"),
-                                                  ("class_sorted", "fixed")])
+@pytest.mark.parametrize(
+    "unlabelled, labelled", [("shuffle", "shuffle"), ("fixed", "fixed"), ("class_sorted", "fixed")]
+)
 def test_a_run_resumed_mid_epoch_ends_as_an_uninterrupted_one(cli, tmp_path, unlabelled, labelled):
-    run = ["model=m2", "data.n_labels=100", f"data.unlabelled_order={unlabelled}", f"data.labelled_order={labelled}",
-           "model.hidden=[32]", "model.z_dim=4", "model.iw_samples=1", "logger=none", "trainer.progress_bar=false",
-           "device=cpu", "trainer.threads=1"]
+    run = [
+        "model=m2",
+        "data.n_labels=100",
+        f"data.unlabelled_order={unlabelled}",
+        f"data.labelled_order={labelled}",
+        "model.hidden=[32]",
+        "model.z_dim=4",
+        "model.iw_samples=1",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "device=cpu",
+        "trainer.threads=1",
+    ]
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert cli(*run, "trainer.max_steps=110", f"hydra.run.dir={whole}")[0] == 0
     assert cli(*run, "trainer.max_steps=50", f"hydra.run.dir={split}")[0] == 0  # stops mid-epoch (80 batches)

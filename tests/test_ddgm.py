@@ -55,8 +55,9 @@ def test_conv_entropy_counts_each_scale_per_position_or_once(count):
         scales[0].fill_(2.0)
         scales[1].fill_(0.5)
     times = [49, 196] if count == "units" else [1, 1]
-    expected = (times[0] * 4 * 0.5 * math.log(2 * math.pi * math.e * 4)
-                + times[1] * 2 * 0.5 * math.log(2 * math.pi * math.e * 0.25))
+    expected = times[0] * 4 * 0.5 * math.log(2 * math.pi * math.e * 4) + times[1] * 2 * 0.5 * math.log(
+        2 * math.pi * math.e * 0.25
+    )
     entropy = model.entropy()
     assert entropy.item() == pytest.approx(expected, rel=1e-6)
     entropy.backward()
@@ -104,20 +105,33 @@ def test_energy_l2_adds_the_squared_learned_energy_to_the_energy_loss_only():
     both = torch.cat([x, samples])
     learned = model.energy(both) - both.pow(2).sum(1) / 4.0
     torch.testing.assert_close(terms["energy_penalty"], learned.pow(2).mean())
-    torch.testing.assert_close(terms["loss"], terms["energy_data"] - terms["energy_samples"] + 0.1 * terms["energy_penalty"])
+    torch.testing.assert_close(
+        terms["loss"], terms["energy_data"] - terms["energy_samples"] + 0.1 * terms["energy_penalty"]
+    )
     terms["loss"].backward()
     assert all(p.grad is None for p in model.generator.parameters())
     assert set(model.loss("generator", Batch(x=x))) == {"loss", "energy_samples", "entropy"}
 
 
 def test_trainer_steps_of_each_phase_change_only_its_own_parameters(tmp_path):
-    cfg = compose_cfg("model=ddgm", "data=gmm2d", "data.n_train=500", "data.n_test=100", "model.z_dim=3",
-                      "model.generator_hidden=[16]", "model.energy_hidden=[16]", "model.features=8",
-                      "model.experts=8", "trainer.max_steps=1", "logger=none", "device=cpu")
+    cfg = compose_cfg(
+        "model=ddgm",
+        "data=gmm2d",
+        "data.n_train=500",
+        "data.n_test=100",
+        "model.z_dim=3",
+        "model.generator_hidden=[16]",
+        "model.energy_hidden=[16]",
+        "model.features=8",
+        "model.experts=8",
+        "trainer.max_steps=1",
+        "logger=none",
+        "device=cpu",
+    )
     trainer = build_trainer(cfg, tmp_path)
     model, batch = trainer.model, trainer.data.batch(trainer.data.plan_epoch(), 0)
     assert set(trainer.optimizers) == {"energy", "generator"}
-    for phase, optimizer in trainer.optimizers.items():
+    for phase in trainer.optimizers:
         own = {id(p) for p in model.phase_parameters(phase)}
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         trainer.step_functions.run_phases([phase], batch)
@@ -169,10 +183,19 @@ def test_closeness_metrics_score_data_high_and_a_collapsed_generator_low():
 
 def test_short_gmm_run_covers_modes_and_logs_figures(tmp_path):
     # 1,000 steps (about 10 s) on 8 modes of std 0.1; the energy at the generator's learning rate.
-    cfg = compose_cfg("experiment=ddgm_gmm", "data.std=0.1", "data.n_train=10000", "data.n_test=1000",
-                      "trainer.max_epochs=10", "trainer.eval_every_epochs=10", "trainer.log_every_steps=50",
-                      "optimizer.lr_decay=1.0", "optimizer.phases.energy.lr=1e-3", "trainer.progress_bar=false",
-                      "device=cpu")
+    cfg = compose_cfg(
+        "experiment=ddgm_gmm",
+        "data.std=0.1",
+        "data.n_train=10000",
+        "data.n_test=1000",
+        "trainer.max_epochs=10",
+        "trainer.eval_every_epochs=10",
+        "trainer.log_every_steps=50",
+        "optimizer.lr_decay=1.0",
+        "optimizer.phases.energy.lr=1e-3",
+        "trainer.progress_bar=false",
+        "device=cpu",
+    )
     metrics = run(cfg, tmp_path)
     untrained = DDGM(DDGM.Config(**SMALL), SPEC_2D).evaluate_all(torch.zeros(1, 2), torch.zeros(1))
     assert untrained["modes_covered"] == 0
@@ -182,20 +205,29 @@ def test_short_gmm_run_covers_modes_and_logs_figures(tmp_path):
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     assert {"samples", "energy"} <= set(events.Tags()["images"])
-    assert {"train/energy/energy_data", "train/energy/energy_samples", "train/generator/energy_samples",
-            "train/generator/entropy", "eval/modes_covered", "eval/high_quality"} <= set(events.Tags()["scalars"])
+    assert {
+        "train/energy/energy_data",
+        "train/energy/energy_samples",
+        "train/generator/energy_samples",
+        "train/generator/entropy",
+        "eval/modes_covered",
+        "eval/high_quality",
+    } <= set(events.Tags()["scalars"])
 
 
-@pytest.mark.parametrize("override,message", [
-    ("model.sigma=0", r"model.sigma: must be > 0 \(got 0"),
-    ("model.network=resnet", r"model.network: 'resnet' is not allowed; choose one of mlp, conv"),
-    ("model.generator_hidden=[]", r"model.generator_hidden: must be a non-empty list"),
-    ("model.entropy_weight=-1", r"model.entropy_weight: must be >= 0"),
-    ("model.entropy_count=pixels", r"model.entropy_count: 'pixels' is not allowed; choose one of units, scales"),
-    ("model.energy_l2=-1", r"model.energy_l2: must be >= 0"),
-    ("model.mode_min_samples=0", r"model.mode_min_samples: must be a positive integer"),
-    ("+model.sigmaa=1", r"model: unknown key 'sigmaa'"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.sigma=0", r"model.sigma: must be > 0 \(got 0"),
+        ("model.network=resnet", r"model.network: 'resnet' is not allowed; choose one of mlp, conv"),
+        ("model.generator_hidden=[]", r"model.generator_hidden: must be a non-empty list"),
+        ("model.entropy_weight=-1", r"model.entropy_weight: must be >= 0"),
+        ("model.entropy_count=pixels", r"model.entropy_count: 'pixels' is not allowed; choose one of units, scales"),
+        ("model.energy_l2=-1", r"model.energy_l2: must be >= 0"),
+        ("model.mode_min_samples=0", r"model.mode_min_samples: must be a positive integer"),
+        ("+model.sigmaa=1", r"model: unknown key 'sigmaa'"),
+    ],
+)
 def test_bad_config_values_name_the_key(tmp_path, override, message):
     with pytest.raises(UserError, match=message):
         run(compose_cfg("experiment=ddgm_gmm", "logger=none", "device=cpu", override), tmp_path)

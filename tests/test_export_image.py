@@ -11,8 +11,9 @@ from tests.conftest import REPO, TINY
 
 
 def export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "export_image.py"), *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "export_image.py"), *map(str, args)], capture_output=True, text=True
+    )
 
 
 def test_exports_the_logged_sample_grid_and_names_what_is_missing(cli, tmp_path):
@@ -28,7 +29,10 @@ def test_exports_the_logged_sample_grid_and_names_what_is_missing(cli, tmp_path)
     assert export(run_dir, "samples", tmp_path / "again.png", "--step", "30").returncode == 0
     assert (tmp_path / "again.png").read_bytes() == out.read_bytes()
 
-    for args, named in [(("no_such_grid", out), "'no_such_grid'; it has: "), (("samples", out, "--step", "7"), "--step 7")]:
+    for args, named in [
+        (("no_such_grid", out), "'no_such_grid'; it has: "),
+        (("samples", out, "--step", "7"), "--step 7"),
+    ]:
         failed = export(run_dir, *args)
         assert failed.returncode == 2
         (line,) = failed.stderr.strip().splitlines()

@@ -86,8 +86,15 @@ def test_mean_protocol_averages_the_metrics_and_classifies_by_the_mean_predictio
     torch.manual_seed(0)
     model = M2(M2.Config(hidden=[16], z_dim=4, iw_samples=2), data.spec)
     model.eval()
-    evaluator = Evaluator(model, data, TensorBoardLogger(tmp_path, enabled=False), LoggerConfig(), seed=0, batch_size=100,
-                          autocast=torch.autocast("cpu", enabled=False))
+    evaluator = Evaluator(
+        model,
+        data,
+        TensorBoardLogger(tmp_path, enabled=False),
+        LoggerConfig(),
+        seed=0,
+        batch_size=100,
+        autocast=torch.autocast("cpu", enabled=False),
+    )
     x, y = data.x_test[:100], data.y_test[:100]
     torch.manual_seed(1)
     got = evaluator.batch_metrics(x, y)

@@ -27,8 +27,11 @@ SMALL = {"z_dim": 2, "hidden": [8, 6]}
 
 
 def batch(n_u: int = 5, y_l: tuple[int, ...] = (0, 2, 1, 2), side: int = 4) -> Batch:
-    return Batch(x=torch.bernoulli(torch.full((n_u, 1, side, side), 0.4)),
-                 x_labelled=torch.bernoulli(torch.full((len(y_l), 1, side, side), 0.6)), y_labelled=torch.tensor(y_l))
+    return Batch(
+        x=torch.bernoulli(torch.full((n_u, 1, side, side), 0.4)),
+        x_labelled=torch.bernoulli(torch.full((len(y_l), 1, side, side), 0.6)),
+        y_labelled=torch.tensor(y_l),
+    )
 
 
 # --------------------------------------------------------------------------- gradient clipping
@@ -59,10 +62,16 @@ def test_without_clipping_the_optimizer_has_no_hook():
     assert not optimizer._optimizer_step_pre_hooks  # the default step is today's
 
 
-@pytest.mark.parametrize("override,message", [
-    ("optimizer.clip_norm=0", "optimizer.clip_norm: must be > 0, or null for no clipping (got 0"),
-    ("+optimizer.phases.elbo.clip_value=-1", "optimizer.phases.elbo.clip_value: must be > 0, or null for no clipping"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.clip_norm=0", "optimizer.clip_norm: must be > 0, or null for no clipping (got 0"),
+        (
+            "+optimizer.phases.elbo.clip_value=-1",
+            "optimizer.phases.elbo.clip_value: must be > 0, or null for no clipping",
+        ),
+    ],
+)
 def test_clipping_bounds_must_be_positive(override, message):
     from dgm_run.config import validate
     from tests.conftest import compose_cfg
@@ -172,8 +181,14 @@ def test_standard_prior_on_a_is_the_standard_normal_in_the_log_weight(monkeypatc
     z = mu_z + torch.exp(0.5 * logvar_z) * eps_z
     log_px = labels.paired(model.log_px, model.p_x(model.p_x_in(labels, row=[z])), x)
     log_p_a = labels.rows(standard_normal_log_prob(a))
-    want = (log_px + log_p_a + standard_normal_log_prob(z) + model.log_prior_y
-            - normal_log_prob(z, mu_z, logvar_z) - labels.rows(ctx["log_q_a"]))
+    want = (
+        log_px
+        + log_p_a
+        + standard_normal_log_prob(z)
+        + model.log_prior_y
+        - normal_log_prob(z, mu_z, logvar_z)
+        - labels.rows(ctx["log_q_a"])
+    )
     assert torch.equal(got, want)
     assert torch.equal(model.log_p_a(labels, x, z, a), standard_normal_log_prob(labels.rows(a)))
 
@@ -202,13 +217,16 @@ def by_hand(model, b: Batch, draws: int, seed: int) -> dict[str, torch.Tensor]:
     ctx = model.prepare(x)
     logits = model.class_logits(x, ctx)  # (draws * (n_l + n_u), K): labelled rows first, each part draw-major
     log_w = model.log_weight(x, Labels(k, given=y, every=draws * n_u), ctx)
-    q_l = F.softmax(logits[:draws * n_l], -1).view(draws, n_l, k).mean(0)
-    q_u = F.softmax(logits[draws * n_l:], -1).view(draws, n_u, k).mean(0)
-    log_w_u = log_w[draws * n_l:].view(draws, n_u, k).mean(0)
-    per_draw_cls = F.cross_entropy(logits[:draws * n_l], y)
-    return {"cls": -q_l[torch.arange(n_l), b.y_labelled].log().mean(), "per_draw_cls": per_draw_cls,
-            "labelled": -log_w[:draws * n_l].mean(),
-            "unlabelled": -((q_u * log_w_u).sum(-1) - (q_u * q_u.log()).sum(-1)).mean()}
+    q_l = F.softmax(logits[: draws * n_l], -1).view(draws, n_l, k).mean(0)
+    q_u = F.softmax(logits[draws * n_l :], -1).view(draws, n_u, k).mean(0)
+    log_w_u = log_w[draws * n_l :].view(draws, n_u, k).mean(0)
+    per_draw_cls = F.cross_entropy(logits[: draws * n_l], y)
+    return {
+        "cls": -q_l[torch.arange(n_l), b.y_labelled].log().mean(),
+        "per_draw_cls": per_draw_cls,
+        "labelled": -log_w[: draws * n_l].mean(),
+        "unlabelled": -((q_u * log_w_u).sum(-1) - (q_u * q_u.log()).sum(-1)).mean(),
+    }
 
 
 @pytest.mark.parametrize("model_class", [ADGM, SDGM])
@@ -243,7 +261,7 @@ def test_the_adgm_codes_cross_entropy_is_the_mean_of_each_draws():
     torch.manual_seed(3)  # the loss's draws of a: q(a|x) on the 10 repeats of the batch, labelled rows first
     x = torch.cat([b.x_labelled.flatten(1).repeat(10, 1), b.x.flatten(1).repeat(10, 1)])
     with torch.no_grad():
-        a = model.prepare(x)["a"][:10 * len(b.y_labelled)].view(10, len(b.y_labelled), -1)
+        a = model.prepare(x)["a"][: 10 * len(b.y_labelled)].view(10, len(b.y_labelled), -1)
         x_l = b.x_labelled.flatten(1)
         per_draw = [F.cross_entropy(model.q_y(model.q_y_in(a[s], x_l)), b.y_labelled) for s in range(10)]
     assert len({round(float(c), 4) for c in per_draw}) == 10  # the draws differ

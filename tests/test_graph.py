@@ -16,8 +16,14 @@ from tests.conftest import TINY, compose_cfg
 from tests.test_trainer import build_trainer, two_player_cfg
 
 cuda = pytest.mark.cuda  # skipped without a GPU (conftest.py); pytest -m cuda runs only these
-ADGM = ["model=adgm", "data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]",
-        "data.labelled_batch_size=20"]
+ADGM = [
+    "model=adgm",
+    "data.n_labels=100",
+    "model.a_dim=4",
+    "model.z_dim=4",
+    "model.hidden=[32,32]",
+    "data.labelled_batch_size=20",
+]
 
 
 def drive(trainer, batches: int, wrap=None) -> None:
@@ -59,8 +65,18 @@ def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path)
     optimizers.end_epoch()
     # The decay writes into the tensor the step reads (a captured graph holds that tensor).
     assert optimizers.optimizers["primal"].param_groups[0]["lr"] is lr and float(lr) == pytest.approx(5e-4)
-    checkpoint.save({"model": trainer.model.state_dict(), **optimizers.state_dict(), "epoch": 1, "step": 2,
-                     "batch_in_epoch": 0, "plan": None, "rng": {}}, tmp_path / "ckpt.pt")
+    checkpoint.save(
+        {
+            "model": trainer.model.state_dict(),
+            **optimizers.state_dict(),
+            "epoch": 1,
+            "step": 2,
+            "batch_in_epoch": 0,
+            "plan": None,
+            "rng": {},
+        },
+        tmp_path / "ckpt.pt",
+    )
     state = checkpoint.load(tmp_path / "ckpt.pt")
 
     restored = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
@@ -126,8 +142,9 @@ def test_graph_replays_equal_eager_steps(tmp_path):
 @cuda
 def test_decay_reaches_the_captured_optimizer(tmp_path):
     """After the capture, halving the learning rate halves the next replayed Adam update."""
-    trainers = [build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=true"), tmp_path / str(i))
-                for i in range(2)]
+    trainers = [
+        build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=true"), tmp_path / str(i)) for i in range(2)
+    ]
     deltas = []
     for decay, trainer in zip((False, True), trainers):
         torch.manual_seed(3)
@@ -144,8 +161,7 @@ def test_decay_reaches_the_captured_optimizer(tmp_path):
 
 @cuda
 def test_nan_in_a_batch_stops_the_captured_run_with_phase_and_step(tmp_path, monkeypatch):
-    cfg = two_player_cfg("device=cuda", "trainer.cuda_graph=true", "trainer.max_steps=20",
-                         "trainer.log_every_steps=10")
+    cfg = two_player_cfg("device=cuda", "trainer.cuda_graph=true", "trainer.max_steps=20", "trainer.log_every_steps=10")
     trainer = build_trainer(cfg, tmp_path)
     batch = trainer.data.batch
 
@@ -178,8 +194,16 @@ def test_captured_run_resumes_mid_epoch(cli, tmp_path):
 def test_a_model_that_draws_random_numbers_replays_as_its_eager_steps(tmp_path):
     """The VAE draws its noise inside the step: replays take fresh draws from the same generator, so eight
     captured steps (warm-up, capture, replays) from one seed end where eight eager steps do."""
-    cfgs = {graph: compose_cfg(*TINY[:-1], "device=cuda", "logger=none", "trainer.precision=fp32",
-                               f"trainer.cuda_graph={str(graph).lower()}") for graph in (False, True)}
+    cfgs = {
+        graph: compose_cfg(
+            *TINY[:-1],
+            "device=cuda",
+            "logger=none",
+            "trainer.precision=fp32",
+            f"trainer.cuda_graph={str(graph).lower()}",
+        )
+        for graph in (False, True)
+    }
     trainers = {graph: build_trainer(cfg, tmp_path / str(graph)) for graph, cfg in cfgs.items()}
     for trainer in trainers.values():
         torch.manual_seed(5)
@@ -200,10 +224,19 @@ def test_a_captured_run_resumed_before_a_decay_boundary_decays_as_an_uninterrupt
     """Halving the rate every epoch: a run stopped after epoch 1 and resumed in a new trainer (a new capture
     after the checkpoint's load) ends with the parameters of a run that was never stopped. Before the fix,
     the resumed graph kept the rate it was captured with and missed the decay at the end of epoch 2."""
+
     def cfg(epochs: int):
-        return two_player_cfg("device=cuda", "trainer.cuda_graph=true", "trainer.max_steps=null",
-                              f"trainer.max_epochs={epochs}", "trainer.batch_size=1000", "optimizer.lr_decay=0.5",
-                              "optimizer.lr_decay_every_epochs=1", "trainer.eval_every_epochs=10")
+        return two_player_cfg(
+            "device=cuda",
+            "trainer.cuda_graph=true",
+            "trainer.max_steps=null",
+            f"trainer.max_epochs={epochs}",
+            "trainer.batch_size=1000",
+            "optimizer.lr_decay=0.5",
+            "optimizer.lr_decay_every_epochs=1",
+            "trainer.eval_every_epochs=10",
+        )
+
     torch.manual_seed(0)
     whole = build_trainer(cfg(3), tmp_path / "whole")
     whole.fit()
@@ -223,10 +256,24 @@ def test_a_captured_run_resumed_before_a_decay_boundary_decays_as_an_uninterrupt
 
 @cuda
 def test_m1m2_captures_its_m2_step_at_the_schedule_switch_and_keeps_training(tmp_path):
-    cfg = compose_cfg(*TINY[:-1], "device=cuda", "trainer.cuda_graph=true", "logger=none", "model=m1m2",
-                      "data.n_labels=100", "data.labelled_batch_size=10", "model.m1_hidden=[32]", "model.m1_z_dim=8",
-                      "model.hidden=[32]", "model.z_dim=4", "model.m1_epochs=1", "trainer.max_epochs=5",
-                      "trainer.max_steps=null", "trainer.batch_size=500", "trainer.eval_iw_samples=1")
+    cfg = compose_cfg(
+        *TINY[:-1],
+        "device=cuda",
+        "trainer.cuda_graph=true",
+        "logger=none",
+        "model=m1m2",
+        "data.n_labels=100",
+        "data.labelled_batch_size=10",
+        "model.m1_hidden=[32]",
+        "model.m1_z_dim=8",
+        "model.hidden=[32]",
+        "model.z_dim=4",
+        "model.m1_epochs=1",
+        "trainer.max_epochs=5",
+        "trainer.max_steps=null",
+        "trainer.batch_size=500",
+        "trainer.eval_iw_samples=1",
+    )
     trainer = build_trainer(cfg, tmp_path)
     m2_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not n.startswith("m1.")}
     metrics = trainer.fit()
@@ -243,9 +290,18 @@ def test_bf16_and_compile_compose_with_the_graph(tmp_path, setting):
     results = {}
     for name, extra in (("plain", []), ("with", [setting])):
         torch.manual_seed(0)
-        trainer = build_trainer(compose_cfg(*TINY[:-1], "device=cuda", "trainer.cuda_graph=true", "logger=none",
-                                            "trainer.max_steps=60", "trainer.eval_iw_samples=1", *extra),
-                                tmp_path / name)
+        trainer = build_trainer(
+            compose_cfg(
+                *TINY[:-1],
+                "device=cuda",
+                "trainer.cuda_graph=true",
+                "logger=none",
+                "trainer.max_steps=60",
+                "trainer.eval_iw_samples=1",
+                *extra,
+            ),
+            tmp_path / name,
+        )
         results[name] = trainer.fit()["eval/elbo"]
         assert trainer.step_functions.for_epoch(0).graph is not None
     assert torch.isfinite(torch.tensor(results["with"])) and abs(results["with"] - results["plain"]) < 10
@@ -254,8 +310,9 @@ def test_bf16_and_compile_compose_with_the_graph(tmp_path, setting):
 @cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs: device.index=1 must be another GPU")
 def test_a_run_on_the_second_gpu_captures_there(tmp_path):
-    trainer = build_trainer(compose_cfg(*TINY[:-1], "device=cuda", "device.index=1", "logger=none",
-                                        "trainer.max_steps=6"), tmp_path)
+    trainer = build_trainer(
+        compose_cfg(*TINY[:-1], "device=cuda", "device.index=1", "logger=none", "trainer.max_steps=6"), tmp_path
+    )
     assert torch.cuda.current_device() == 1
     trainer.fit()
     assert all(p.device == torch.device("cuda", 1) for p in trainer.model.parameters())

@@ -40,9 +40,11 @@ MODELS = [
 def batch_at(epoch: float | None) -> Batch:
     """A fixed semi-supervised batch, with training at `epoch` (None: outside training)."""
     g = torch.Generator().manual_seed(5)
-    batch = Batch(x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4), generator=g),
-                  x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4), generator=g),
-                  y_labelled=torch.tensor([0, 1, 2]))
+    batch = Batch(
+        x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4), generator=g),
+        x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4), generator=g),
+        y_labelled=torch.tensor([0, 1, 2]),
+    )
     if epoch is not None:
         batch.progress = Progress()
         batch.progress.update(round(epoch * 10), steps_per_epoch=10, total_steps=100)
@@ -75,8 +77,10 @@ def test_warmup_weights_the_kl_part_linearly_and_is_the_plain_loss_at_one(name, 
     plain = losses(model_class, fields, phase, epoch=None)
     # M1+M2's M2 starts its warm-up at the first epoch of its phase: give it phases from epoch 0.
     schedule = {"schedule": [PhaseStep("m1"), PhaseStep("m2")]} if model_class is M1M2 else {}
-    at = {epoch: losses(model_class, {**fields, **schedule}, phase, epoch, kl_warmup_epochs=2)
-          for epoch in (0.0, 0.5, 1.0, 2.0, 3.0, None)}
+    at = {
+        epoch: losses(model_class, {**fields, **schedule}, phase, epoch, kl_warmup_epochs=2)
+        for epoch in (0.0, 0.5, 1.0, 2.0, 3.0, None)
+    }
     assert [float(at[e]["kl_weight"]) for e in at] == [0.0, 0.25, 0.5, 1.0, 1.0, 1.0]
     assert list(at[1.0]) == [*plain, "kl_weight"]
     loss = {e: at[e]["loss"] for e in at}
@@ -93,8 +97,17 @@ def test_warmup_weights_the_kl_part_linearly_and_is_the_plain_loss_at_one(name, 
 
 def test_m1m2_warms_each_part_up_from_the_start_of_its_phase():
     """The default schedule trains M1 for m1_epochs, then M2: M2's warm-up starts when M2 does."""
-    model = M1M2(M1M2.Config(**SMALL, m1_hidden=[8], m1_z_dim=3, m1_epochs=4, kl_warmup_epochs=2,
-                             schedule=[PhaseStep("m1", 1, 0, 4), PhaseStep("m2", 1, 4)]), SPEC)
+    model = M1M2(
+        M1M2.Config(
+            **SMALL,
+            m1_hidden=[8],
+            m1_z_dim=3,
+            m1_epochs=4,
+            kl_warmup_epochs=2,
+            schedule=[PhaseStep("m1", 1, 0, 4), PhaseStep("m2", 1, 4)],
+        ),
+        SPEC,
+    )
     for epoch, m1_weight, m2_weight in ((1.0, 0.5, 0.0), (4.0, 1.0, 0.0), (5.0, 1.0, 0.5), (7.0, 1.0, 1.0)):
         batch = batch_at(epoch)
         assert float(model.m1.kl_weight(batch, torch.device("cpu"))) == m1_weight
@@ -112,11 +125,24 @@ def test_logged_kl_weight_rises_linearly_over_the_warmup_epochs_then_stays_one(t
     """A real run, every step logged: the weight of the step that ends at logged step s is the
     fraction of the warm-up done when it started, (s - 1) / (steps per epoch * kl_warmup_epochs), then 1."""
     if model == "vae":  # 8 steps per epoch of the embedded digits
-        cfg = compose_cfg(*TINY, "trainer.max_steps=null", "trainer.batch_size=1000", "trainer.max_epochs=4",
-                          "trainer.log_every_steps=1", "model.kl_warmup_epochs=2.5", "logger.images=0")
+        cfg = compose_cfg(
+            *TINY,
+            "trainer.max_steps=null",
+            "trainer.batch_size=1000",
+            "trainer.max_epochs=4",
+            "trainer.log_every_steps=1",
+            "model.kl_warmup_epochs=2.5",
+            "logger.images=0",
+        )
     else:  # 16 steps per epoch of the prototypes
-        cfg = prototypes_cfg("m2", "trainer.max_epochs=4", "trainer.eval_every_epochs=4", "trainer.log_every_steps=1",
-                             "model.kl_warmup_epochs=2.5", "logger.embedding=0")
+        cfg = prototypes_cfg(
+            "m2",
+            "trainer.max_epochs=4",
+            "trainer.eval_every_epochs=4",
+            "trainer.log_every_steps=1",
+            "model.kl_warmup_epochs=2.5",
+            "logger.embedding=0",
+        )
     metrics = run(cfg, tmp_path)
     steps_per_epoch = metrics["step"] // metrics["epoch"]
     weights = read_scalars(tmp_path, "train/elbo/kl_weight")

@@ -9,9 +9,21 @@ from dgm_run.models.latent_figure import principal_plane
 from dgm_run.train import build, run
 from tests.conftest import compose_cfg
 
-TINY_AVB = ["model=avb", "model.z_dim=8", "model.hidden=[16]", "model.noise_dim=8", "model.discriminator_hidden=[16]",
-            "model.discriminator_features=8", "model.iw_samples=2", "model.ac_samples=2", "trainer.max_steps=4",
-            "logger.images=8", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"]
+TINY_AVB = [
+    "model=avb",
+    "model.z_dim=8",
+    "model.hidden=[16]",
+    "model.noise_dim=8",
+    "model.discriminator_hidden=[16]",
+    "model.discriminator_features=8",
+    "model.iw_samples=2",
+    "model.ac_samples=2",
+    "trainer.max_steps=4",
+    "logger.images=8",
+    "logger.embedding=0",
+    "trainer.progress_bar=false",
+    "device=cpu",
+]
 
 
 def test_principal_plane_keeps_the_two_directions_of_largest_variance():

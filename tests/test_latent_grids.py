@@ -122,9 +122,16 @@ def test_beta_vae_adds_its_traversal_to_the_vae_grids():
 
 
 # ------------------------------------------------------------------ class-conditional models
-@pytest.mark.parametrize("model_class,fields", [
-    (M2, {}), (ADGM, {"a_dim": 3}), (SDGM, {"a_dim": 3}), (M1M2, {"m1_hidden": [8], "m1_z_dim": 3}),
-], ids=["m2", "adgm", "sdgm", "m1m2"])
+@pytest.mark.parametrize(
+    "model_class,fields",
+    [
+        (M2, {}),
+        (ADGM, {"a_dim": 3}),
+        (SDGM, {"a_dim": 3}),
+        (M1M2, {"m1_hidden": [8], "m1_z_dim": 3}),
+    ],
+    ids=["m2", "adgm", "sdgm", "m1m2"],
+)
 def test_class_conditional_models_give_a_10x10_manifold_per_label(model_class, fields):
     torch.manual_seed(0)
     model = model_class(model_class.Config(z_dim=2, hidden=[8], **fields), LABELLED)
@@ -143,11 +150,11 @@ def test_m2_manifolds_fix_the_label_and_interpolations_decode_with_the_left_labe
     x = digits(8)
     calls = recording(monkeypatch, model, "decode_style")
     rows = model.images(x, Y3)["interpolations"].images.view(3, 12, 1, 4, 4)
-    (z, labels), = [call for call in calls if len(call[0]) == 300]
+    ((z, labels),) = [call for call in calls if len(call[0]) == 300]
     for label in range(3):
-        assert_quantile_plane(z[label * 100:(label + 1) * 100], 10)
-        assert (labels[label * 100:(label + 1) * 100] == label).all()
-    (_, labels), = [call for call in calls if len(call[0]) == 30]
+        assert_quantile_plane(z[label * 100 : (label + 1) * 100], 10)
+        assert (labels[label * 100 : (label + 1) * 100] == label).all()
+    ((_, labels),) = [call for call in calls if len(call[0]) == 30]
     assert labels.tolist() == [0] * 10 + [1] * 10 + [2] * 10  # the left digits' labels
     # The ends: each digit's style, both decoded with the left digit's label 0 in the first row.
     left, right = x[[2]], x[[0]]

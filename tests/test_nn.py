@@ -64,8 +64,10 @@ def test_likelihood_heads_are_the_distributions():
     torch.testing.assert_close(Gaussian().log_prob(out, x), Normal(mu, (0.5 * logvar).exp()).log_prob(x).sum(-1))
     assert torch.equal(Gaussian().mean(out), mu) and torch.equal(Gaussian().location(out), mu)
     # One x under several outputs (a digit under every label) broadcasts.
-    torch.testing.assert_close(Gaussian().log_prob(out.view(5, 1, 8).expand(5, 3, 8), x.unsqueeze(1)),
-                               Gaussian().log_prob(out, x).unsqueeze(1).expand(5, 3))
+    torch.testing.assert_close(
+        Gaussian().log_prob(out.view(5, 1, 8).expand(5, 3, 8), x.unsqueeze(1)),
+        Gaussian().log_prob(out, x).unsqueeze(1).expand(5, 3),
+    )
     logits = torch.randn(5, 4)
     assert torch.equal(BernoulliHead().log_prob(logits, x), bernoulli_log_prob(logits, x))
     assert torch.equal(BernoulliHead().mean(logits), torch.sigmoid(logits))
@@ -84,7 +86,7 @@ def test_iw_log_likelihood_is_the_log_mean_weight_over_every_draw_and_entry(monk
         nonlocal taken
         sizes.append(n)
         taken += n
-        return log_w[taken - n:taken]
+        return log_w[taken - n : taken]
 
     got = iw_log_likelihood(draws, 7, 4 * 3, torch.device("cpu"))
     assert sizes == ([7] if chunk_rows == 1_000 else [2, 2, 2, 1])

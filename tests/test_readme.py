@@ -1,7 +1,8 @@
 """The README's code blocks that train run as written, shortened: every command of such a block, in order, with
 tiny step counts and sizes added (keys the command does not set), offline (`data.root=DIR` is the real MNIST
 folder of DGM_RUN_MNIST_ROOT, or a folder of images for data=image_folder; a block that needs MNIST is
-skipped without it), its placeholders (outputs/DATE/TIME_MODEL_DATA, SWEEP) the directories its earlier commands made."""
+skipped without it), its placeholders (outputs/DATE/TIME_MODEL_DATA, SWEEP) the directories its earlier
+commands made."""
 
 from __future__ import annotations
 
@@ -23,12 +24,26 @@ from tests.conftest import MNIST_ROOT, REPO, compose_cfg
 
 # Added to every command that does not set the key itself; model and logger keys only where the composed
 # config has them (a resumed or evaluated run may change trainer.* only).
-TRAINER_TINY = {"trainer.max_steps": "2", "trainer.eval_iw_samples": "1", "trainer.progress_bar": "false",
-                "trainer.threads": "1"}
-MODEL_TINY = {"model.hidden": "[16]", "model.a_dim": "4", "model.eval_samples": "20", "model.discriminator_hidden": "[16]",
-              "model.generator_hidden": "[16]", "model.energy_hidden": "[16]", "model.channels": "4",
-              "model.features": "16", "model.experts": "16", "model.m1_hidden": "[16]", "logger.images": "16",
-              "logger.embedding": "0"}
+TRAINER_TINY = {
+    "trainer.max_steps": "2",
+    "trainer.eval_iw_samples": "1",
+    "trainer.progress_bar": "false",
+    "trainer.threads": "1",
+}
+MODEL_TINY = {
+    "model.hidden": "[16]",
+    "model.a_dim": "4",
+    "model.eval_samples": "20",
+    "model.discriminator_hidden": "[16]",
+    "model.generator_hidden": "[16]",
+    "model.energy_hidden": "[16]",
+    "model.channels": "4",
+    "model.features": "16",
+    "model.experts": "16",
+    "model.m1_hidden": "[16]",
+    "logger.images": "16",
+    "logger.embedding": "0",
+}
 
 
 def code_blocks(text: str) -> list[list[str]]:
@@ -68,14 +83,18 @@ def commands(block: list[str]) -> list[str]:
 
 def trains(command: str) -> bool:
     words = command.split()
-    return words[0] == "dgm-run" or (words[0] == "python" and words[1] in ("scripts/reproduce.py",
-                                                                          "scripts/time_to_accuracy.py"))
+    return words[0] == "dgm-run" or (
+        words[0] == "python" and words[1] in ("scripts/reproduce.py", "scripts/time_to_accuracy.py")
+    )
 
 
 def training_blocks() -> list[list[str]]:
     """The blocks with a command that trains (not the error example, whose lines start with a prompt)."""
-    blocks = [commands(block) for block in code_blocks((REPO / "README.md").read_text())
-              if not any(line.startswith("$ ") for line in block)]
+    blocks = [
+        commands(block)
+        for block in code_blocks((REPO / "README.md").read_text())
+        if not any(line.startswith("$ ") for line in block)
+    ]
     return [block for block in blocks if any(trains(command) for command in block)]
 
 
@@ -88,8 +107,10 @@ def composed(overrides: list[str]) -> list:
     parser = OverridesParser.create()
     keep = [o for o in overrides if not o.startswith(("hydra.", "launcher="))]
     parsed = [parser.parse_override(o) for o in keep]
-    first = [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else text
-             for o, text in zip(parsed, keep)]
+    first = [
+        f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else text
+        for o, text in zip(parsed, keep)
+    ]
     fixed = [text for o, text in zip(parsed, keep) if not o.is_sweep_override()]
     return [compose_cfg(*first), *([compose_cfg(*fixed)] if first != keep else [])]
 
@@ -100,8 +121,13 @@ def tiny(overrides: list[str]) -> list[str]:
     added = {k: v for k, v in TRAINER_TINY.items() if k not in set_keys}
     if not any(o.startswith(("resume=", "evaluate=")) for o in overrides):
         configs = composed(overrides)
-        added.update({k: v for k, v in MODEL_TINY.items() if k not in set_keys
-                      and all(OmegaConf.select(cfg, k, default=None) is not None for cfg in configs)})
+        added.update(
+            {
+                k: v
+                for k, v in MODEL_TINY.items()
+                if k not in set_keys and all(OmegaConf.select(cfg, k, default=None) is not None for cfg in configs)
+            }
+        )
     return [f"{k}={v}" for k, v in added.items()]
 
 
@@ -153,12 +179,13 @@ def run_script(words: list[str], cwd: Path) -> subprocess.CompletedProcess:
     of time_to_accuracy.py (argparse takes its overrides as one run of words)."""
     script, args = words[1], words[2:]
     if script.endswith("reproduce.py"):  # its first model's experiment says which model keys exist
-        args += tiny([f"experiment={args[0]}_mnist", *args[args.index("--") + 1:]])
+        args += tiny([f"experiment={args[0]}_mnist", *args[args.index("--") + 1 :]])
     else:
         args = [*tiny(["experiment=adgm_mnist", *[a for a in args if "=" in a]]), *args, "--max-minutes", "0.01"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True, timeout=600,
-                          cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args], capture_output=True, text=True, timeout=600, cwd=cwd, env=env
+    )
 
 
 def written_metrics(cwd: Path) -> set[tuple[Path, int]]:
@@ -173,10 +200,14 @@ def test_a_readme_block_that_trains_runs_as_written(block, cli, tmp_path, monkey
     for number, command in enumerate(block):
         reason = why_not(command)
         if reason:  # the commands after it may need what it makes
-            pytest.skip(f"{command!r} {reason}; ran the {ran} command(s) before it, not the {len(block) - number} from it")
+            pytest.skip(
+                f"{command!r} {reason}; ran the {ran} command(s) before it, not the {len(block) - number} from it"
+            )
         words = command.split()
         if words[0] == "dgm-run":
-            if any(w.startswith(("resume=", "evaluate=")) for w in words) and not list(tmp_path.glob("outputs/[0-9]*/*")):
+            if any(w.startswith(("resume=", "evaluate=")) for w in words) and not list(
+                tmp_path.glob("outputs/[0-9]*/*")
+            ):
                 assert cli(*tiny([]))[0] == 0  # a run for the command to continue
             overrides = placed(command, tmp_path)[1:]
             before = written_metrics(tmp_path)
@@ -187,8 +218,12 @@ def test_a_readme_block_that_trains_runs_as_written(block, cli, tmp_path, monkey
             done = run_script(placed(command, tmp_path), tmp_path)
             assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
         elif words[0] == "python" and words[1] in ("scripts/results_table.py", "scripts/export_image.py"):
-            done = subprocess.run([sys.executable, str(REPO / words[1]), *placed(command, tmp_path)[2:]],
-                                  capture_output=True, text=True, timeout=300)
+            done = subprocess.run(
+                [sys.executable, str(REPO / words[1]), *placed(command, tmp_path)[2:]],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
         else:
             continue  # installs, tensorboard, pytest, benchmark.py (timings: tests/test_benchmark.py runs it)

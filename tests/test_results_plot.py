@@ -20,24 +20,45 @@ BATCH = 500
 # The embedded digits hold 8,000 training digits: the epochs follow from the steps without the script's rule.
 STEPS_PER_EPOCH = 8000 // BATCH
 # Two epochs, an evaluation after each: a few seconds a job on a CPU.
-JOB = [f"trainer.batch_size={BATCH}", "trainer.max_epochs=2", "trainer.eval_every_epochs=1", "trainer.log_every_steps=8",
-       "model.hidden=[16]", "model.iw_samples=2", "logger.images=4", "logger.embedding=0",
-       "trainer.progress_bar=false", "device=cpu"]
+JOB = [
+    f"trainer.batch_size={BATCH}",
+    "trainer.max_epochs=2",
+    "trainer.eval_every_epochs=1",
+    "trainer.log_every_steps=8",
+    "model.hidden=[16]",
+    "model.iw_samples=2",
+    "logger.images=4",
+    "logger.embedding=0",
+    "trainer.progress_bar=false",
+    "device=cpu",
+]
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
     """Two rows (model.z_dim=2, 4) of two seeds each."""
     sweep = tmp_path_factory.mktemp("plot") / "sweep"
-    done = subprocess.run([str(Path(sys.executable).with_name("dgm-run")), "-m", *JOB, "model.z_dim=2,4", "seed=0,1",
-                           f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dgm-run")),
+            "-m",
+            *JOB,
+            "model.z_dim=2,4",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     return sweep
 
 
 def results_table(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "results_table.py"), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def own_curves(sweep: Path, metric: str) -> dict[str, dict[float, list[float]]]:
@@ -47,7 +68,9 @@ def own_curves(sweep: Path, metric: str) -> dict[str, dict[float, list[float]]]:
         label = f"model.z_dim={yaml.safe_load((job / 'config.yaml').read_text())['model']['z_dim']}"
         events = EventAccumulator(str(job), size_guidance={"scalars": 0})
         events.Reload()
-        for event in events.Scalars(metric) if metric in events.Tags()["scalars"] else []:  # a job whose events were deleted
+        for event in (
+            events.Scalars(metric) if metric in events.Tags()["scalars"] else []
+        ):  # a job whose events were deleted
             curves.setdefault(label, {}).setdefault(event.step / STEPS_PER_EPOCH, []).append(event.value)
     return curves
 
@@ -85,19 +108,30 @@ def test_a_job_without_an_event_file_is_named_and_left_out(sweep_dir, tmp_path):
         events.unlink()
     done = results_table(str(sweep), "--plot", str(tmp_path / "out.png"), "--metric", "eval/elbo")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == [f"plot: job {gone.name} (seed=0 model.z_dim=2) left out: no event file with scalars"]
+    assert done.stderr.splitlines() == [
+        f"plot: job {gone.name} (seed=0 model.z_dim=2) left out: no event file with scalars"
+    ]
     expected = own_curves(sweep, "eval/elbo")
     assert [len(expected[label][1.0]) for label in sorted(expected)] == [1, 2]
     assert_plot_matches(tmp_path / "out.png", expected)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--metric", "eval/elbo"], "--metric chooses what --plot draws; give --plot FILE.png too"),
-    (["--plot", "{tmp}/missing/out.png"], "--plot {tmp}/missing/out.png: cannot write it: No such file or directory"),
-    (["--plot", "{tmp}/out.png", "--metric", "eval/accuracy"],
-     "--metric eval/accuracy: no run logged it; they logged eval/elbo, eval/fid, eval/log_likelihood, eval/precision, "
-     "eval/recall"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--metric", "eval/elbo"], "--metric chooses what --plot draws; give --plot FILE.png too"),
+        (
+            ["--plot", "{tmp}/missing/out.png"],
+            "--plot {tmp}/missing/out.png: cannot write it: No such file or directory",
+        ),
+        (
+            ["--plot", "{tmp}/out.png", "--metric", "eval/accuracy"],
+            "--metric eval/accuracy: no run logged it; they logged eval/elbo, eval/fid, eval/log_likelihood, "
+            "eval/precision, "
+            "eval/recall",
+        ),
+    ],
+)
 def test_bad_plot_options_are_one_line(sweep_dir, tmp_path, args, message):
     done = results_table(str(sweep_dir), *(a.format(tmp=tmp_path) for a in args))
     assert done.returncode == 2

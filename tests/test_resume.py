@@ -16,9 +16,16 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 # Big enough that a kill lands mid-epoch (80 batches per epoch), small enough for seconds on a CPU.
-RUN = ["trainer.max_epochs=3", "trainer.checkpoint_every_steps=7", "trainer.eval_every_epochs=1",
-       "trainer.log_every_steps=10", "trainer.progress_bar=false", "model.iw_samples=4", "logger.images=8",
-       "device=cpu"]
+RUN = [
+    "trainer.max_epochs=3",
+    "trainer.checkpoint_every_steps=7",
+    "trainer.eval_every_epochs=1",
+    "trainer.log_every_steps=10",
+    "trainer.progress_bar=false",
+    "model.iw_samples=4",
+    "logger.images=8",
+    "device=cpu",
+]
 DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
 
 
@@ -30,8 +37,10 @@ def hparams_status(run_dir: Path) -> tuple[dict, Optional[int]]:
     """The HParams session of a run's events: its hyper-parameters and its end status (None: no end)."""
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    content = {tag: plugin_data_pb2.HParamsPluginData.FromString(value)
-               for tag, value in events.PluginTagToContent("hparams").items()}
+    content = {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(value)
+        for tag, value in events.PluginTagToContent("hparams").items()
+    }
     hparams = dict(content["_hparams_/session_start_info"].session_start_info.hparams)
     end = content.get("_hparams_/session_end_info")
     return hparams, None if end is None else end.session_end_info.status
@@ -139,8 +148,17 @@ def test_resubmitted_job_with_auto_resume_continues_to_identical_metrics(tmp_pat
 
 def test_auto_resume_refuses_a_directory_of_another_run(cli, tmp_path):
     run_dir = tmp_path / "run"
-    tiny = ["trainer.max_steps=3", "model.hidden=[16]", "model.z_dim=4", "model.iw_samples=1", "logger=none",
-            "trainer.progress_bar=false", "device=cpu", f"hydra.run.dir={run_dir}", "auto_resume=true"]
+    tiny = [
+        "trainer.max_steps=3",
+        "model.hidden=[16]",
+        "model.z_dim=4",
+        "model.iw_samples=1",
+        "logger=none",
+        "trainer.progress_bar=false",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+        "auto_resume=true",
+    ]
     assert cli(*tiny)[0] == 0
     before = (run_dir / "checkpoints" / "last.pt").read_bytes()
     code, _, err = cli(*tiny, "model.z_dim=5")

@@ -40,7 +40,7 @@ def test_real_digits_score_well_against_real_digits_and_noise_badly(digits):
 def test_precision_and_recall_are_shares_inside_the_other_sets_balls():
     real = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     # Each real point's 3rd nearest other point is the opposite corner, sqrt(2) away.
-    assert torch.allclose(radii(real), torch.full((4,), 2 ** 0.5))
+    assert torch.allclose(radii(real), torch.full((4,), 2**0.5))
     fake = torch.tensor([[0.5, 0.5], [3.0, 3.0]])
     assert float(coverage(fake, real, radii(real))) == 0.5
 
@@ -48,15 +48,29 @@ def test_precision_and_recall_are_shares_inside_the_other_sets_balls():
 def test_a_trained_vae_samples_far_better_digits_than_an_untrained_one(tmp_path):
     common = [*TINY, "trainer.max_steps=null", "logger=none", "trainer.eval_fid_samples=1000", "model.iw_samples=1"]
     untrained = run(compose_cfg(*common, "trainer.max_steps=1"), tmp_path / "untrained")
-    trained = run(compose_cfg(*common, "trainer.max_epochs=6", "model.hidden=[256]", "model.z_dim=16"), tmp_path / "trained")
+    trained = run(
+        compose_cfg(*common, "trainer.max_epochs=6", "model.hidden=[256]", "model.z_dim=16"), tmp_path / "trained"
+    )
     assert trained["eval/fid"] < untrained["eval/fid"] / 2
     assert trained["eval/precision"] > untrained["eval/precision"]
 
 
 def test_models_without_digit_samples_report_no_sample_quality(tmp_path):
-    metrics = run(compose_cfg("model=ddgm", "data=gmm2d", "data.n_train=500", "data.n_test=100", "logger=none",
-                              "trainer.max_steps=5", "trainer.progress_bar=false", "device=cpu",
-                              "model.generator_hidden=[8]", "model.energy_hidden=[8]"), tmp_path)
+    metrics = run(
+        compose_cfg(
+            "model=ddgm",
+            "data=gmm2d",
+            "data.n_train=500",
+            "data.n_test=100",
+            "logger=none",
+            "trainer.max_steps=5",
+            "trainer.progress_bar=false",
+            "device=cpu",
+            "model.generator_hidden=[8]",
+            "model.energy_hidden=[8]",
+        ),
+        tmp_path,
+    )
     assert "eval/energy_samples" in metrics  # it did evaluate its samples
     assert not any(key in metrics for key in ("eval/fid", "eval/precision", "eval/recall"))
 

@@ -17,10 +17,32 @@ from tests.conftest import REPO
 def test_reproduce_runs_seeds_prints_the_table_and_draws_the_curves(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "reproduce.py"), "m2", "--seeds", "0", "1",
-         "--sweep-dir", str(tmp_path), "--", "data=digits", "data.n_labels=100", "trainer.max_steps=3", "model.hidden=[32]",
-         "model.iw_samples=1", "logger.images=0", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "reproduce.py"),
+            "m2",
+            "--seeds",
+            "0",
+            "1",
+            "--sweep-dir",
+            str(tmp_path),
+            "--",
+            "data=digits",
+            "data.n_labels=100",
+            "trainer.max_steps=3",
+            "model.hidden=[32]",
+            "model.iw_samples=1",
+            "logger.images=0",
+            "logger.embedding=0",
+            "trainer.progress_bar=false",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     jobs = sorted(p.parent for p in (tmp_path / "m2").glob("*/metrics.json"))
     assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]  # 0_m2_mnist_100labels_seed=0,...
@@ -41,12 +63,38 @@ def test_reproduce_runs_seeds_prints_the_table_and_draws_the_curves(tmp_path):
 def test_reproduce_sets_the_2015_pipeline_beside_the_authors_log(tmp_path):
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "reproduce.py"), "adgm_2015_code", "--seeds", "0",
-         "--sweep-dir", str(tmp_path), "--", "data=digits", "data.n_labels=100", "data.n_unlabelled_eval=300",
-         "trainer.batch_size=2000", "trainer.max_epochs=2", "trainer.eval_every_epochs=1", "model.samples=2",
-         "model.hidden=[16]", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2", "model.iw_samples=1",
-         "logger.images=0", "logger.embedding=0", "trainer.progress_bar=false", "device=cpu"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        [
+            sys.executable,
+            str(REPO / "scripts" / "reproduce.py"),
+            "adgm_2015_code",
+            "--seeds",
+            "0",
+            "--sweep-dir",
+            str(tmp_path),
+            "--",
+            "data=digits",
+            "data.n_labels=100",
+            "data.n_unlabelled_eval=300",
+            "trainer.batch_size=2000",
+            "trainer.max_epochs=2",
+            "trainer.eval_every_epochs=1",
+            "model.samples=2",
+            "model.hidden=[16]",
+            "model.a_dim=4",
+            "model.z_dim=4",
+            "model.eval_samples=2",
+            "model.iw_samples=1",
+            "logger.images=0",
+            "logger.embedding=0",
+            "trainer.progress_bar=false",
+            "device=cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     row = [c.strip() for c in done.stdout.strip().splitlines()[-1].split("|")[1:-1]]
     assert row[0] == "adgm_2015_code" and row[3] == "2" and row[4] == "the authors' log starts at epoch 80"
@@ -61,15 +109,31 @@ def test_reproduce_sets_the_2015_pipeline_beside_the_authors_log(tmp_path):
 
 
 # trainer.eval_every_epochs=1000 is overridden by the script's --eval-every-epochs (default 1).
-TINY_ADGM = ["data=digits", "data.n_labels=100", "model.samples=1", "model.hidden=[32,32]", "model.a_dim=4", "model.z_dim=4",
-             "model.eval_samples=4", "model.iw_samples=1", "trainer.eval_every_epochs=1000", "device=cpu"]
+TINY_ADGM = [
+    "data=digits",
+    "data.n_labels=100",
+    "model.samples=1",
+    "model.hidden=[32,32]",
+    "model.a_dim=4",
+    "model.z_dim=4",
+    "model.eval_samples=4",
+    "model.iw_samples=1",
+    "trainer.eval_every_epochs=1000",
+    "device=cpu",
+]
 
 
 def time_to_accuracy(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     out = tmp_path / "tta.json"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "time_to_accuracy.py"), "--json", str(out), *args,
-                           *TINY_ADGM], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "time_to_accuracy.py"), "--json", str(out), *args, *TINY_ADGM],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     return done, json.loads(out.read_text())
 

@@ -43,6 +43,7 @@ def test_batch_norm_trains_on_batch_statistics_and_predicts_with_running_ones():
     def first_prediction(batch_x: torch.Tensor) -> torch.Tensor:
         torch.manual_seed(1)  # the same draws of a for the first digit
         return model.classify(batch_x)[0]
+
     # Evaluation: running statistics, so a digit's prediction does not depend on the others in its batch...
     torch.testing.assert_close(first_prediction(x), first_prediction(others), rtol=0, atol=0)
     assert int(norm.num_batches_tracked) == 1  # ...and leaves the statistics alone.
@@ -57,8 +58,9 @@ def test_batch_norm_matches_the_textbook_sum(samples):
     from tests.test_semi_supervised import exact_sum_against_the_textbook
 
     torch.manual_seed(0)
-    model = SDGM(SDGM.Config(a_dim=3, z_dim=2, hidden=[8, 6], batch_norm=True, samples=samples,
-                             mc_average="authors_sdgm"), SPEC)
+    model = SDGM(
+        SDGM.Config(a_dim=3, z_dim=2, hidden=[8, 6], batch_norm=True, samples=samples, mc_average="authors_sdgm"), SPEC
+    )
     check = exact_sum_against_the_textbook(model)
     assert check["max_rel_diff"] < 1e-5 and check["max_abs_diff"] < 1e-4, check
 
@@ -69,8 +71,16 @@ def test_sdgm_experiment_is_its_codes_pipeline():
     assert (model.batch_norm, model.samples, model.mc_average, model.init) == (True, 5, "authors_sdgm", "glorot")
     assert model.alpha is None  # beta 0.1 on sums of the data set: 0.1 N / N_l on the means
     assert (data.unlabelled_order, data.labelled_order, data.labelled_batch_size, data.n_labels) == (
-        "fixed", "shuffle", 100, 100)
+        "fixed",
+        "shuffle",
+        100,
+        100,
+    )
     assert optimizer.weight_prior == pytest.approx(1 / 60_000, rel=1e-2) and optimizer.weight_decay == 0
     assert (optimizer.lr, optimizer.lr_decay, optimizer.lr_decay_every_epochs, optimizer.min_lr) == (
-        3e-4, 0.75, 200, 3e-5)
+        3e-4,
+        0.75,
+        200,
+        3e-5,
+    )
     assert cfg.trainer.max_epochs == 1000

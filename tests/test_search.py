@@ -15,10 +15,19 @@ import yaml
 
 from tests.test_sweeps import DGM_RUN, TINY_JOB
 
-SEARCH = [*TINY_JOB, "hparams_search=vae_optuna", "trainer.max_steps=null", "trainer.max_epochs=4",
-          "trainer.batch_size=500", "data.n_validation=500", "trainer.eval_fid_samples=0", "logger=none",
-          "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner.n_startup_trials=1",
-          "+hydra.sweeper.sampler.n_startup_trials=10"]
+SEARCH = [
+    *TINY_JOB,
+    "hparams_search=vae_optuna",
+    "trainer.max_steps=null",
+    "trainer.max_epochs=4",
+    "trainer.batch_size=500",
+    "data.n_validation=500",
+    "trainer.eval_fid_samples=0",
+    "logger=none",
+    "hydra.sweeper.n_trials=4",
+    "hydra.sweeper.pruner.n_startup_trials=1",
+    "+hydra.sweeper.sampler.n_startup_trials=10",
+]
 
 
 def command(sweep_dir: Path, *extra: str) -> list[str]:
@@ -68,8 +77,12 @@ def test_two_processes_share_one_study_with_distinct_trials(tmp_path):
     search = tmp_path / "search"
     search.mkdir()
     optuna.create_study(study_name="vae", storage=f"sqlite:///{search / 'optuna.db'}", direction="maximize")
-    procs = [subprocess.Popen(command(search, "hydra.sweeper.pruner=null"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            command(search, "hydra.sweeper.pruner=null"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=900) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
     trials = study(search).trials
@@ -82,8 +95,12 @@ def test_two_processes_share_one_study_with_distinct_trials(tmp_path):
 
 
 def test_a_search_space_that_is_no_sweep_is_one_line(tmp_path):
-    done = subprocess.run(command(tmp_path / "s", "hydra.sweeper.params={model.z_dim:5}"),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        command(tmp_path / "s", "hydra.sweeper.params={model.z_dim:5}"), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        "dgm-run: error: hydra.sweeper.params.model.z_dim: '5' is not a search space")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("dgm-run: error: hydra.sweeper.params.model.z_dim: '5' is not a search space")
+    )

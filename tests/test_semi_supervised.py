@@ -39,8 +39,11 @@ def exact_sum_against_the_textbook(model) -> dict[str, float]:
     from dgm_run.contract import Batch
     from dgm_run.models.straightforward import compare, reference_for
 
-    batch = Batch(x=torch.bernoulli(torch.full((5, 1, 4, 4), 0.4)),
-                  x_labelled=torch.bernoulli(torch.full((4, 1, 4, 4), 0.6)), y_labelled=torch.tensor([0, 2, 1, 2]))
+    batch = Batch(
+        x=torch.bernoulli(torch.full((5, 1, 4, 4), 0.4)),
+        x_labelled=torch.bernoulli(torch.full((4, 1, 4, 4), 0.6)),
+        y_labelled=torch.tensor([0, 2, 1, 2]),
+    )
     reference = reference_for(model)
     check = compare(model, reference, batch, seed=1)
     # The agreement is the same draws' doing: from another seed, the loss differs.
@@ -100,31 +103,69 @@ def test_every_parameter_gets_a_gradient(model_class):
     model = model_class(model_class.Config(z_dim=2, hidden=[8]), SPEC)
     from dgm_run.data.base import Batch
 
-    batch = Batch(x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4)),
-                  x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4)), y_labelled=torch.tensor([0, 1, 2]))
+    batch = Batch(
+        x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4)),
+        x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4)),
+        y_labelled=torch.tensor([0, 1, 2]),
+    )
     model.loss("elbo", batch)["loss"].backward()
     assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
 
 
 def prototypes_cfg(model: str, *overrides: str):
-    cfg = compose_cfg(f"model={model}", "model.hidden=[64]", "model.z_dim=4", "trainer.max_epochs=25",
-                      "trainer.batch_size=50", "data.labelled_batch_size=20", "trainer.eval_every_epochs=25",
-                      "trainer.log_every_steps=16", "trainer.progress_bar=false", "logger.embedding=100",
-                      "device=cpu", *overrides)
-    cfg.data = OmegaConf.create({"_target_": "tests.toy_models.Prototypes", "n_labels": 20, "split_seed": 0,
-                                 "binarize": True})
+    cfg = compose_cfg(
+        f"model={model}",
+        "model.hidden=[64]",
+        "model.z_dim=4",
+        "trainer.max_epochs=25",
+        "trainer.batch_size=50",
+        "data.labelled_batch_size=20",
+        "trainer.eval_every_epochs=25",
+        "trainer.log_every_steps=16",
+        "trainer.progress_bar=false",
+        "logger.embedding=100",
+        "device=cpu",
+        *overrides,
+    )
+    cfg.data = OmegaConf.create(
+        {"_target_": "tests.toy_models.Prototypes", "n_labels": 20, "split_seed": 0, "binarize": True}
+    )
     return cfg
 
 
-@pytest.mark.parametrize("model,overrides", [
-    ("m2", []), ("adgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
-    ("sdgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
-    ("m2", ["model.marginalize=gumbel"]),
-    ("sdgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3", "model.hidden=[64,64]",
-              "model.batch_norm=true"]),
-    ("adgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3", "model.train_q_a=false",
-              "model.q_z_sees_a=false", "model.p_a=standard", "model.kl=analytic", "model.init=glorot_all"]),
-], ids=["m2", "adgm", "sdgm", "m2-gumbel", "sdgm-batch-norm", "adgm-2015-code"])
+@pytest.mark.parametrize(
+    "model,overrides",
+    [
+        ("m2", []),
+        ("adgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
+        ("sdgm", ["model.a_dim=4", "model.eval_samples=10", "model.iw_samples=3"]),
+        ("m2", ["model.marginalize=gumbel"]),
+        (
+            "sdgm",
+            [
+                "model.a_dim=4",
+                "model.eval_samples=10",
+                "model.iw_samples=3",
+                "model.hidden=[64,64]",
+                "model.batch_norm=true",
+            ],
+        ),
+        (
+            "adgm",
+            [
+                "model.a_dim=4",
+                "model.eval_samples=10",
+                "model.iw_samples=3",
+                "model.train_q_a=false",
+                "model.q_z_sees_a=false",
+                "model.p_a=standard",
+                "model.kl=analytic",
+                "model.init=glorot_all",
+            ],
+        ),
+    ],
+    ids=["m2", "adgm", "sdgm", "m2-gumbel", "sdgm-batch-norm", "adgm-2015-code"],
+)
 def test_learns_to_classify_from_five_labels_per_class(tmp_path, model, overrides):
     metrics = run(prototypes_cfg(model, *overrides), tmp_path)
     assert metrics["eval/accuracy"] > 0.9  # chance is 0.25
@@ -148,8 +189,14 @@ def test_needs_labels(model_class):
 
 
 def test_m1m2_pretrains_m1_then_trains_m2_on_its_features(tmp_path):
-    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=8", "model.m1_epochs=10",
-                         "trainer.max_epochs=40", "trainer.eval_every_epochs=40")
+    cfg = prototypes_cfg(
+        "m1m2",
+        "model.m1_hidden=[64]",
+        "model.m1_z_dim=8",
+        "model.m1_epochs=10",
+        "trainer.max_epochs=40",
+        "trainer.eval_every_epochs=40",
+    )
     metrics = run(cfg, tmp_path)
     assert metrics["eval/accuracy"] > 0.9
     events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
@@ -165,8 +212,14 @@ def test_m1m2_reuses_a_trained_vae(tmp_path):
     vae_cfg.model.activation = "softplus"
     run(vae_cfg, vae_dir)
     ckpt = vae_dir / "checkpoints" / "last.pt"
-    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=0",
-                         f"model.m1_checkpoint={ckpt}", "trainer.max_steps=1")
+    cfg = prototypes_cfg(
+        "m1m2",
+        "model.m1_hidden=[64]",
+        "model.m1_z_dim=4",
+        "model.m1_epochs=0",
+        f"model.m1_checkpoint={ckpt}",
+        "trainer.max_steps=1",
+    )
     from dgm_run.config import target_class, validate
     from dgm_run.train import load_pretrained
 
@@ -182,12 +235,19 @@ def test_m1m2_reuses_a_trained_vae(tmp_path):
 
 def test_m1m2_reuses_the_m1_of_an_m1m2_run(tmp_path):
     """The checkpoint of an M1+M2 run holds M1 under `m1.` beside M2's weights: only M1's are loaded."""
-    first = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=1",
-                           "trainer.max_epochs=2", "model.iw_samples=2")
+    first = prototypes_cfg(
+        "m1m2",
+        "model.m1_hidden=[64]",
+        "model.m1_z_dim=4",
+        "model.m1_epochs=1",
+        "trainer.max_epochs=2",
+        "model.iw_samples=2",
+    )
     run(first, tmp_path / "first")
     ckpt = tmp_path / "first" / "checkpoints" / "last.pt"
-    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=0",
-                         f"model.m1_checkpoint={ckpt}")
+    cfg = prototypes_cfg(
+        "m1m2", "model.m1_hidden=[64]", "model.m1_z_dim=4", "model.m1_epochs=0", f"model.m1_checkpoint={ckpt}"
+    )
     from dgm_run.config import target_class, validate
     from dgm_run.train import load_pretrained
 
@@ -203,8 +263,11 @@ def test_m1m2_phases_leave_no_gradient_on_each_other():
 
     torch.manual_seed(0)
     model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8]), SPEC)
-    batch = Batch(x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4)),
-                  x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4)), y_labelled=torch.tensor([0, 1, 2]))
+    batch = Batch(
+        x=torch.bernoulli(torch.full((6, 1, 4, 4), 0.4)),
+        x_labelled=torch.bernoulli(torch.full((3, 1, 4, 4), 0.4)),
+        y_labelled=torch.tensor([0, 1, 2]),
+    )
     for phase, other in (("m1", "m2"), ("m2", "m1")):
         model.zero_grad(set_to_none=True)
         model.loss(phase, batch)["loss"].backward()
@@ -302,7 +365,7 @@ def test_m1m2_features_computed_once_equal_those_computed_at_every_step(monkeypa
 
 
 def test_m1m2_features_once_choose_the_units_over_the_first_1000_training_digits():
-    from dgm_run.models.m1m2 import PRUNE_DIGITS, M1M2
+    from dgm_run.models.m1m2 import M1M2, PRUNE_DIGITS
 
     data = grey_digit_data(1100, 100)
     torch.manual_seed(0)
@@ -351,11 +414,15 @@ def test_m1m2_paper_experiment_batches_repeat_exactly_every_epoch():
     x = torch.randint(0, 256, (3000, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     y = torch.arange(3000) % 10
     data = DeviceData(Splits(x, y, x[:10], y[:10], n_classes=10), rc.data, rc.trainer.batch_size, torch.device("cpu"))
-    epochs = [[data.batch(plan, i) for i in range(data.steps_per_epoch)] for plan in (data.plan_epoch(), data.plan_epoch())]
+    epochs = [
+        [data.batch(plan, i) for i in range(data.steps_per_epoch)] for plan in (data.plan_epoch(), data.plan_epoch())
+    ]
     for first, second in zip(*epochs):
         assert len(first.index) == 499 and len(first.index_labelled) == 1
         assert torch.equal(first.index, second.index) and torch.equal(first.x, second.x)
-        assert torch.equal(first.index_labelled, second.index_labelled) and torch.equal(first.y_labelled, second.y_labelled)
+        assert torch.equal(first.index_labelled, second.index_labelled) and torch.equal(
+            first.y_labelled, second.y_labelled
+        )
     order = torch.cat([b.index for b in epochs[0]])
     assert len(order.unique()) == len(order) and not torch.equal(order, order.sort().values)  # shuffled once
 
@@ -406,8 +473,15 @@ def test_m1m2_features_of_grey_digits_are_never_binarized_while_m1_trains_on_fre
 
 def test_m1m2_says_when_it_is_evaluated_before_m2_has_trained(tmp_path, caplog):
     """A run that ends within M1's epochs reports a chance-level error: the evaluation says so."""
-    cfg = prototypes_cfg("m1m2", "model.m1_hidden=[16]", "model.m1_z_dim=4", "model.m1_epochs=3",
-                         "trainer.max_epochs=3", "trainer.eval_every_epochs=3", "logger.embedding=0")
+    cfg = prototypes_cfg(
+        "m1m2",
+        "model.m1_hidden=[16]",
+        "model.m1_z_dim=4",
+        "model.m1_epochs=3",
+        "trainer.max_epochs=3",
+        "trainer.eval_every_epochs=3",
+        "logger.embedding=0",
+    )
     with caplog.at_level("WARNING", logger="dgm_run.models.m1m2"):
         metrics = run(cfg, tmp_path)
     warned = [r.getMessage() for r in caplog.records if r.name == "dgm_run.models.m1m2"]
@@ -443,8 +517,10 @@ def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer
     mu, logvar = model.q_a(x).chunk(2, -1)
     a_part, x_part = model.q_y_in.parts
     weight = torch.cat([a_part.weight, x_part.weight], 1)
-    probs = [F.softmax(model.q_y(F.linear(torch.cat([mu + torch.exp(0.5 * logvar) * e, x], 1), weight, a_part.bias)), -1)
-             for e in eps]
+    probs = [
+        F.softmax(model.q_y(F.linear(torch.cat([mu + torch.exp(0.5 * logvar) * e, x], 1), weight, a_part.bias)), -1)
+        for e in eps
+    ]
     torch.testing.assert_close(fast, torch.stack(probs).mean(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast.sum(-1), torch.ones(5))
 

@@ -24,9 +24,18 @@ from tests.conftest import REPO
 
 DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
 # A job of a second or two on a CPU.
-TINY_JOB = ["trainer.max_epochs=1", "trainer.max_steps=6", "trainer.log_every_steps=3", "model.hidden=[16]",
-            "model.iw_samples=2", "logger.images=4", "logger.embedding=0", "trainer.progress_bar=false",
-            "trainer.eval_fid_samples=200", "device=cpu"]
+TINY_JOB = [
+    "trainer.max_epochs=1",
+    "trainer.max_steps=6",
+    "trainer.log_every_steps=3",
+    "model.hidden=[16]",
+    "model.iw_samples=2",
+    "logger.images=4",
+    "logger.embedding=0",
+    "trainer.progress_bar=false",
+    "trainer.eval_fid_samples=200",
+    "device=cpu",
+]
 
 
 def number(job: Path) -> str:
@@ -40,13 +49,22 @@ def job_dir(sweep_dir: Path, num: int) -> Path:
 
 
 def sweep(sweep_dir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([DGM_RUN, "-m", *TINY_JOB, *args, f"hydra.sweep.dir={sweep_dir}"], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [DGM_RUN, "-m", *TINY_JOB, *args, f"hydra.sweep.dir={sweep_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def results_table(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "results_table.py"), *args], capture_output=True,
-                          text=True, timeout=120, check=True)
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "results_table.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
 
 
 def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
@@ -54,8 +72,10 @@ def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
     assert done.returncode == 0, done.stderr
     # The sweep's last lines: where it is, the table of its results, the TensorBoard command.
     assert done.stdout.strip().splitlines()[-3:] == [
-        f"sweep: {tmp_path / 'sweep'} (a run directory per job)", f"table: dgm-run-table {tmp_path / 'sweep'}",
-        f"see them: tensorboard --logdir {tmp_path / 'sweep'}"]
+        f"sweep: {tmp_path / 'sweep'} (a run directory per job)",
+        f"table: dgm-run-table {tmp_path / 'sweep'}",
+        f"see them: tensorboard --logdir {tmp_path / 'sweep'}",
+    ]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.json"))
     assert [number(p.parent) for p in jobs] == ["0", "1", "2", "3"]
     seen = set()
@@ -71,8 +91,9 @@ def test_two_by_two_sweep_writes_one_run_per_job_and_a_table(tmp_path):
         assert hparams["data.n_validation"].number_value == 500
     assert seen == {(4, 0), (4, 1), (8, 0), (8, 1)}  # every job logged its own config to the HParams dashboard
 
-    table = results_table(str(tmp_path / "sweep"), "--metrics", "eval/elbo", "valid/elbo",
-                          "--csv", str(tmp_path / "table.csv")).stdout.splitlines()
+    table = results_table(
+        str(tmp_path / "sweep"), "--metrics", "eval/elbo", "valid/elbo", "--csv", str(tmp_path / "table.csv")
+    ).stdout.splitlines()
     assert table[0] == "| model.z_dim | runs | eval/elbo | valid/elbo |"
     assert [row.split("|")[1:3] for row in table[2:4]] == [[" 4 ", " 2 "], [" 8 ", " 2 "]]
     # The footnote says where the numbers came from: this checkout's commit, torch, the device.
@@ -97,29 +118,51 @@ def test_runs_are_named_for_their_model_data_and_overrides(tmp_path):
     mux.AddRunsFromDirectory(str(tmp_path / "sweep"))
     mux.Reload()
     runs = sorted(mux.Runs())
-    assert [run.split(",")[0] for run in runs] == ["0_vae_digits_trainer.max_epochs=1", "1_beta_vae_digits_trainer.max_epochs=1"]
+    assert [run.split(",")[0] for run in runs] == [
+        "0_vae_digits_trainer.max_epochs=1",
+        "1_beta_vae_digits_trainer.max_epochs=1",
+    ]
     for run, model in zip(runs, ("vae", "beta_vae")):
         assert run.endswith(",model.z_dim=3") and "device" not in run  # device=cpu says where it runs, not what
         content = mux.PluginRunToTagToContent("hparams")[run]["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         assert hparams["model"].string_value == model and hparams["data"].string_value == "digits"
         assert hparams["model.z_dim"].number_value == 3 and hparams["model._target_"].string_value.endswith(
-            "VAE" if model == "vae" else "BetaVAE")
+            "VAE" if model == "vae" else "BetaVAE"
+        )
     # The dashboard's columns (TensorBoard's HParams backend): those that differ first, then by name, so the
     # option chosen comes before its values: model, then model._target_, ...
     provider = data_provider.MultiplexerDataProvider(mux, str(tmp_path / "sweep"))
-    backend = backend_context.Context(base_plugin.TBContext(logdir=str(tmp_path / "sweep"), multiplexer=mux,
-                                                             data_provider=provider))
+    backend = backend_context.Context(
+        base_plugin.TBContext(logdir=str(tmp_path / "sweep"), multiplexer=mux, data_provider=provider)
+    )
     request = context.RequestContext()
-    experiment = backend.experiment_from_metadata(request, "", True, backend.hparams_metadata(request, ""),
-                                                  backend.hparams_from_data_provider(request, "", limit=None))
+    experiment = backend.experiment_from_metadata(
+        request,
+        "",
+        True,
+        backend.hparams_metadata(request, ""),
+        backend.hparams_from_data_provider(request, "", limit=None),
+    )
     columns = [h.name for h in experiment.hparam_infos]
     assert columns[:2] == ["model", "model._target_"] and columns.index("data") < columns.index("data._target_")
 
 
 def test_a_job_name_leaves_out_where_things_are_and_makes_no_folder():
-    name = job_name(2, "m1m2", "mnist", ["model=m1m2", "data.root=/data", "model.m1_checkpoint=runs/a/last.pt",
-                                         "seed=1", "hydra.launcher.n_jobs=4", "trainer.threads=1", "device=cuda"])
+    name = job_name(
+        2,
+        "m1m2",
+        "mnist",
+        [
+            "model=m1m2",
+            "data.root=/data",
+            "model.m1_checkpoint=runs/a/last.pt",
+            "seed=1",
+            "hydra.launcher.n_jobs=4",
+            "trainer.threads=1",
+            "device=cuda",
+        ],
+    )
     assert name == "2_m1m2_mnist_model.m1_checkpoint=runs%2Fa%2Flast.pt,seed=1"
     assert len(job_name(7, "vae", "digits", [f"model.hidden=[{'9' * 300}]"])) == 200  # a file name's bytes at most
     assert job_name(0, "vae", "digits", []) == "0_vae_digits"
@@ -129,15 +172,22 @@ def test_results_table_pools_sweeps_by_their_resolved_settings(tmp_path):
     """The same settings, once from a config group (trainer=debug) and once as explicit overrides, land in
     one row; two sweep directories are pooled."""
     first = sweep(tmp_path / "first", "trainer=debug", "seed=0,1")
-    second = sweep(tmp_path / "second", "trainer.checkpoint_every_steps=10", "trainer.eval_iw_samples=1",
-                   "model.z_dim=50,8", "seed=2")
+    second = sweep(
+        tmp_path / "second",
+        "trainer.checkpoint_every_steps=10",
+        "trainer.eval_iw_samples=1",
+        "model.z_dim=50,8",
+        "seed=2",
+    )
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     table = results_table(str(tmp_path / "first"), str(tmp_path / "second"), "--metrics", "eval/elbo").stdout
     lines = table.splitlines()
     assert lines[0] == "| model.z_dim | runs | eval/elbo |"
     assert [row.split("|")[1:3] for row in lines[2:4]] == [[" 50 ", " 3 "], [" 8 ", " 1 "]]
-    pooled = [json.loads(job_dir(tmp_path / sweep_dir, job).joinpath("metrics.json").read_text())["eval/elbo"]
-              for sweep_dir, job in (("first", 0), ("first", 1), ("second", 0))]
+    pooled = [
+        json.loads(job_dir(tmp_path / sweep_dir, job).joinpath("metrics.json").read_text())["eval/elbo"]
+        for sweep_dir, job in (("first", 0), ("first", 1), ("second", 0))
+    ]
     mean = float(lines[2].split("|")[3].split("±")[0])
     assert mean == pytest.approx(sum(pooled) / 3, rel=1e-3)
 
@@ -147,10 +197,15 @@ def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
     assert done.returncode == 2
     # One line when the job fails, one when the sweep ends: Hydra does not report the job again.
     job_line, last = done.stderr.strip().splitlines()
-    assert job_line.startswith("dgm-run: error: job 1 (") and " model.hidden=[-3] " in job_line and job_line.endswith(
-        ") failed: model.hidden: layer sizes must be positive integers (got [-3])")
-    assert last == ("dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1: model.hidden: layer sizes "
-                    "must be positive integers (got [-3])")
+    assert (
+        job_line.startswith("dgm-run: error: job 1 (")
+        and " model.hidden=[-3] " in job_line
+        and job_line.endswith(") failed: model.hidden: layer sizes must be positive integers (got [-3])")
+    )
+    assert last == (
+        "dgm-run: error: 1 job(s) of the sweep failed; every job ran: job 1: model.hidden: layer sizes "
+        "must be positive integers (got [-3])"
+    )
     assert done.stdout.strip().splitlines()[-3] == f"sweep: {tmp_path / 'sweep'} (a run directory per job)"
     assert sorted(number(p.parent) for p in (tmp_path / "sweep").glob("*/metrics.json")) == ["0", "2"]
     table = results_table(str(tmp_path / "sweep")).stdout
@@ -159,18 +214,25 @@ def test_a_failing_job_is_named_and_the_others_finish(tmp_path):
 
 
 def test_unknown_objective_is_one_clear_line(tmp_path):
-    done = subprocess.run([DGM_RUN, *TINY_JOB, "objective=eval/accuracy", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [DGM_RUN, *TINY_JOB, "objective=eval/accuracy", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "dgm-run: error: objective=eval/accuracy is not a final metric of this run (see metrics.json); "
         "choose one of: eval/elbo, eval/log_likelihood, eval/fid, eval/precision, eval/recall, time/eval_s, epoch, "
-        "step, steps_per_epoch"]
+        "step, steps_per_epoch"
+    ]
     assert (tmp_path / "metrics.json").is_file()  # the finished run is kept
 
 
-@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
-                    reason='submitit launcher not installed (pip install ".[slurm]")')
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
+    reason='submitit launcher not installed (pip install ".[slurm]")',
+)
 def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
     done = sweep(tmp_path / "sweep", "launcher=submitit_local", "seed=0,1")
     assert done.returncode == 0, done.stderr
@@ -181,9 +243,18 @@ def test_submitit_local_runs_each_job_as_its_own_process(tmp_path):
 
 
 def test_optuna_search_of_four_trials_minimises_the_validation_error(tmp_path):
-    done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
-                 "data.n_validation=500", "model.a_dim=4", "model.z_dim=4", "model.eval_samples=2",
-                 "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null")
+    done = sweep(
+        tmp_path / "search",
+        "hparams_search=adgm_optuna",
+        "data=digits",
+        "data.n_labels=100",
+        "data.n_validation=500",
+        "model.a_dim=4",
+        "model.z_dim=4",
+        "model.eval_samples=2",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner=null",
+    )
     assert done.returncode == 0, done.stderr
     assert_quiet(done)
     results = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
@@ -202,8 +273,14 @@ def assert_quiet(done: subprocess.CompletedProcess) -> None:
 
 
 def test_failed_trials_of_a_search_are_one_line_each_and_the_search_goes_on(tmp_path):
-    done = sweep(tmp_path / "search", "hparams_search=adgm_optuna", "data=digits", "data.n_labels=100",
-                 "model.alpha=-1", "hydra.sweeper.n_trials=3")
+    done = sweep(
+        tmp_path / "search",
+        "hparams_search=adgm_optuna",
+        "data=digits",
+        "data.n_labels=100",
+        "model.alpha=-1",
+        "hydra.sweeper.n_trials=3",
+    )
     assert done.returncode == 2
     assert_quiet(done)
     lines = done.stderr.strip().splitlines()

@@ -48,8 +48,9 @@ def test_spiral_arms_wind_outwards():
     # Without noise, a point's angle follows from its radius and arm: angle = 2 pi (turns r / scale + arm / arms).
     angle = torch.atan2(splits.x_train[:, 1], splits.x_train[:, 0])
     expected = 2 * math.pi * (radius / 2.0 + splits.y_train / 2)
-    assert torch.allclose(torch.polar(torch.ones_like(angle), angle), torch.polar(torch.ones_like(angle), expected),
-                          atol=1e-3)
+    assert torch.allclose(
+        torch.polar(torch.ones_like(angle), angle), torch.polar(torch.ones_like(angle), expected), atol=1e-3
+    )
 
 
 def write_images(folder, n, size=(40, 30), color=(200, 10, 10)):

@@ -14,9 +14,14 @@ from tests.conftest import TINY, compose_cfg
 
 def two_player_cfg(*overrides: str, nan_at_call=None, simultaneous=False):
     cfg = compose_cfg(*TINY, "trainer.max_steps=6", "logger=none", *overrides)
-    cfg.model = OmegaConf.create({"_target_": "tests.toy_models.TwoPlayer", "nan_at_call": nan_at_call,
-                                  "schedule": [{"phase": "adversary", "steps": 2}, {"phase": "primal", "steps": 1}],
-                                  "simultaneous": simultaneous})
+    cfg.model = OmegaConf.create(
+        {
+            "_target_": "tests.toy_models.TwoPlayer",
+            "nan_at_call": nan_at_call,
+            "schedule": [{"phase": "adversary", "steps": 2}, {"phase": "primal", "steps": 1}],
+            "simultaneous": simultaneous,
+        }
+    )
     return cfg
 
 
@@ -64,15 +69,19 @@ def test_each_phase_changes_only_its_own_parameters(tmp_path):
 def test_unknown_phase_in_schedule_is_a_user_error(tmp_path):
     cfg = two_player_cfg()
     cfg.model.schedule[0].phase = "advesary"
-    with pytest.raises(UserError, match=r"model.schedule\[0\].phase: 'advesary' is not a phase of TwoPlayer; "
-                                        r"phases: adversary, primal"):
+    with pytest.raises(
+        UserError,
+        match=r"model.schedule\[0\].phase: 'advesary' is not a phase of TwoPlayer; "
+        r"phases: adversary, primal",
+    ):
         run(cfg, tmp_path)
 
 
 def test_nan_loss_stops_with_phase_and_step_and_keeps_last_good_checkpoint(tmp_path):
     # 3 calls per batch; call 22 is the 1st adversary step of batch 8 (step 8), after the checkpoint at step 5.
-    cfg = two_player_cfg("trainer.max_steps=20", "trainer.checkpoint_every_steps=5", "trainer.log_every_steps=2",
-                         nan_at_call=22)
+    cfg = two_player_cfg(
+        "trainer.max_steps=20", "trainer.checkpoint_every_steps=5", "trainer.log_every_steps=2", nan_at_call=22
+    )
     with pytest.raises(UserError, match=r"the adversary loss was NaN or infinite at step 8; the last good checkpoint"):
         run(cfg, tmp_path)
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
@@ -82,8 +91,13 @@ def test_nan_loss_stops_with_phase_and_step_and_keeps_last_good_checkpoint(tmp_p
 
 @pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler.step\(\)`")
 def test_lr_decays_stepwise_to_floor(tmp_path):
-    cfg = compose_cfg(*TINY, "optimizer.lr=1e-3", "optimizer.lr_decay=0.5", "optimizer.lr_decay_every_epochs=2",
-                      "optimizer.min_lr=3e-4")
+    cfg = compose_cfg(
+        *TINY,
+        "optimizer.lr=1e-3",
+        "optimizer.lr_decay=0.5",
+        "optimizer.lr_decay_every_epochs=2",
+        "optimizer.min_lr=3e-4",
+    )
     trainer = build_trainer(cfg, tmp_path)
     lrs = []
     for _ in range(6):
@@ -94,8 +108,10 @@ def test_lr_decays_stepwise_to_floor(tmp_path):
 
 def test_schedule_entries_run_in_their_epochs(tmp_path):
     cfg = two_player_cfg("trainer.max_steps=null", "trainer.max_epochs=3", "trainer.batch_size=4000")
-    cfg.model.schedule = [{"phase": "adversary", "steps": 1, "until_epoch": 1},
-                          {"phase": "primal", "steps": 2, "from_epoch": 1}]
+    cfg.model.schedule = [
+        {"phase": "adversary", "steps": 1, "until_epoch": 1},
+        {"phase": "primal", "steps": 2, "from_epoch": 1},
+    ]
     trainer = build_trainer(cfg, tmp_path)
     trainer.fit()
     assert trainer.model.calls == ["adversary"] * 2 + ["primal"] * 8  # 2 batches per epoch
@@ -103,8 +119,9 @@ def test_schedule_entries_run_in_their_epochs(tmp_path):
 
 def test_max_minutes_stops_training_and_still_evaluates(tmp_path):
     # 6 ms of training: a few steps, far fewer than one epoch (80 steps) of the 50 asked for.
-    metrics = run(compose_cfg(*TINY, "trainer.max_steps=null", "trainer.max_epochs=50",
-                              "trainer.max_minutes=0.0001"), tmp_path)
+    metrics = run(
+        compose_cfg(*TINY, "trainer.max_steps=null", "trainer.max_epochs=50", "trainer.max_minutes=0.0001"), tmp_path
+    )
     assert 1 <= metrics["step"] < 80 and metrics["epoch"] == 0 and "eval/elbo" in metrics
 
 
@@ -128,12 +145,15 @@ def test_gradient_clipping_applies_per_phase_to_the_gradients_each_optimizer_ste
     seen: dict[str, list[list[torch.Tensor]]] = {p: [] for p in trainer.optimizers}
     for phase, optimizer in trainer.optimizers.items():
         optimizer.register_step_pre_hook(
-            lambda opt, *_, phase=phase: seen[phase].append([p.grad.clone() for p in opt.param_groups[0]["params"]]))
+            lambda opt, *_, phase=phase: seen[phase].append([p.grad.clone() for p in opt.param_groups[0]["params"]])
+        )
     plan = trainer.data.plan_epoch()
     for i in range(3):
         trainer.train_step(trainer.data.batch(plan, i))
-    norm = {p: [float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) for grads in steps]
-            for p, steps in seen.items()}
+    norm = {
+        p: [float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in grads]))) for grads in steps]
+        for p, steps in seen.items()
+    }
     assert len(norm["adversary"]) == 6 and max(norm["adversary"]) <= 0.001
     assert min(norm["primal"]) > 0.001  # the adversary's bound is its own
     for phase, steps in seen.items():
@@ -150,10 +170,23 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, model, graph):
     the replays of the step captured as a CUDA graph; adgm_authors: with the authors' options of issue 13."""
     labels = ["data.n_labels=100", "model.a_dim=4", "model.z_dim=4", "model.hidden=[32,32]"] if "adgm" in model else []
     if model == "adgm_authors":
-        labels += ["optimizer.clip_norm=5", "optimizer.clip_value=1", "model.samples=3", "model.mc_average=authors",
-                   "model.p_a=standard", "model.init=glorot"]
-    cfg = compose_cfg(*TINY[:-1], "device=cuda", f"model={model.removesuffix('_authors')}", *labels,
-                      "trainer.log_every_steps=1000", "logger=none", f"trainer.cuda_graph={str(graph).lower()}")
+        labels += [
+            "optimizer.clip_norm=5",
+            "optimizer.clip_value=1",
+            "model.samples=3",
+            "model.mc_average=authors",
+            "model.p_a=standard",
+            "model.init=glorot",
+        ]
+    cfg = compose_cfg(
+        *TINY[:-1],
+        "device=cuda",
+        f"model={model.removesuffix('_authors')}",
+        *labels,
+        "trainer.log_every_steps=1000",
+        "logger=none",
+        f"trainer.cuda_graph={str(graph).lower()}",
+    )
     trainer = build_trainer(cfg, tmp_path)
     plan = trainer.data.plan_epoch()
     first = 5 if graph else 1  # the first step may initialise lazily; warm-up calls and the capture may sync
@@ -186,15 +219,25 @@ def checkpoint_steps(monkeypatch, cfg, run_dir) -> tuple[list[int], int]:
 def test_epochs_without_an_evaluation_write_no_checkpoint_within_the_interval(monkeypatch, tmp_path, minutes):
     """An epoch's end writes a checkpoint only after its evaluation or once checkpoint_every_minutes
     have passed, so that a short epoch does not pay for a write; the end of training writes one."""
-    cfg = two_player_cfg("trainer.max_steps=null", "trainer.max_epochs=4", "trainer.batch_size=2000",
-                         "trainer.eval_every_epochs=2", f"trainer.checkpoint_every_minutes={minutes or 'null'}")
+    cfg = two_player_cfg(
+        "trainer.max_steps=null",
+        "trainer.max_epochs=4",
+        "trainer.batch_size=2000",
+        "trainer.eval_every_epochs=2",
+        f"trainer.checkpoint_every_minutes={minutes or 'null'}",
+    )
     steps, per_epoch = checkpoint_steps(monkeypatch, cfg, tmp_path)
     assert per_epoch > 1 and steps == [2 * per_epoch, 4 * per_epoch, 4 * per_epoch]
 
 
 def test_a_checkpoint_is_written_once_its_interval_has_passed(monkeypatch, tmp_path):
-    cfg = two_player_cfg("trainer.max_steps=null", "trainer.max_epochs=2", "trainer.batch_size=2000",
-                         "trainer.eval_every_epochs=2", "trainer.checkpoint_every_minutes=1e-9")
+    cfg = two_player_cfg(
+        "trainer.max_steps=null",
+        "trainer.max_epochs=2",
+        "trainer.batch_size=2000",
+        "trainer.eval_every_epochs=2",
+        "trainer.checkpoint_every_minutes=1e-9",
+    )
     steps, per_epoch = checkpoint_steps(monkeypatch, cfg, tmp_path)
     # Every batch is past the interval: one write per step, one more at each epoch end that has no evaluation.
-    assert steps[:per_epoch + 1] == [*range(1, per_epoch + 1), per_epoch]
+    assert steps[: per_epoch + 1] == [*range(1, per_epoch + 1), per_epoch]

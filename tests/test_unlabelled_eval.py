@@ -39,11 +39,13 @@ def test_the_unlabelled_evaluation_digits_are_training_digits_never_labelled():
     labelled = set(image_keys(data.x_train[data.labelled]))
     assert labelled.isdisjoint(image_keys(data.x_train[index]))
     assert set(image_keys((x * 255).round().to(torch.uint8))).isdisjoint(
-        image_keys((data.x_valid * 255).round().to(torch.uint8)))
+        image_keys((data.x_valid * 255).round().to(torch.uint8))
+    )
     # Fixed by the split seed, whatever the global RNG.
     torch.manual_seed(1)
-    assert torch.equal(digits(n_unlabelled_eval=3000, test_binarize="grey", n_validation=1000).unlabelled_eval_index,
-                       index)
+    assert torch.equal(
+        digits(n_unlabelled_eval=3000, test_binarize="grey", n_validation=1000).unlabelled_eval_index, index
+    )
     assert not torch.equal(digits(n_unlabelled_eval=3000, split_seed=1).unlabelled_eval_index, index)
 
 
@@ -58,8 +60,15 @@ def test_the_evaluator_scores_only_the_classifier_on_them(tmp_path):
     torch.manual_seed(0)
     model = M2(M2.Config(hidden=[16], z_dim=4, iw_samples=2), data.spec)
     model.eval()
-    evaluator = Evaluator(model, data, TensorBoardLogger(tmp_path, enabled=False), LoggerConfig(), seed=0,
-                          batch_size=150, autocast=torch.autocast("cpu", enabled=False))
+    evaluator = Evaluator(
+        model,
+        data,
+        TensorBoardLogger(tmp_path, enabled=False),
+        LoggerConfig(),
+        seed=0,
+        batch_size=150,
+        autocast=torch.autocast("cpu", enabled=False),
+    )
     x, y = data.eval_sets()[UNLABELLED]
     metrics = evaluator.average_metrics(UNLABELLED, x, y)
     assert set(metrics) == {"eval/unlabelled_error", "eval/unlabelled_accuracy"}
@@ -68,9 +77,19 @@ def test_the_evaluator_scores_only_the_classifier_on_them(tmp_path):
 
 
 def test_a_run_logs_the_unlabelled_error_beside_the_test_error(cli, tmp_path):
-    run = ["model=m2", "data.n_labels=100", "data.n_unlabelled_eval=500", "model.hidden=[32]", "model.z_dim=4",
-           "model.iw_samples=1", "trainer.max_steps=20", "trainer.progress_bar=false", "logger.images=0",
-           "device=cpu", f"hydra.run.dir={tmp_path}"]
+    run = [
+        "model=m2",
+        "data.n_labels=100",
+        "data.n_unlabelled_eval=500",
+        "model.hidden=[32]",
+        "model.z_dim=4",
+        "model.iw_samples=1",
+        "trainer.max_steps=20",
+        "trainer.progress_bar=false",
+        "logger.images=0",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path}",
+    ]
     assert cli(*run)[0] == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0 < metrics["eval/unlabelled_error"] < 1

@@ -127,8 +127,10 @@ def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int) -> Tens
     for c in range(n_classes):
         members = torch.nonzero(y == c).flatten()
         if len(members) < per_class:
-            raise UserError(f"data.n_labels={n_labels} needs {per_class} examples of class {c}, "
-                            f"but the training set has {len(members)}")
+            raise UserError(
+                f"data.n_labels={n_labels} needs {per_class} examples of class {c}, "
+                f"but the training set has {len(members)}"
+            )
         picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.cat(picked)
 
@@ -141,10 +143,12 @@ class DeviceData:
         self.x_valid = self.y_valid = None
         if cfg.n_validation:
             if cfg.n_validation >= len(x_train):
-                raise UserError(f"data.n_validation={cfg.n_validation} leaves no training examples "
-                                f"(the training set has {len(x_train)})")
+                raise UserError(
+                    f"data.n_validation={cfg.n_validation} leaves no training examples "
+                    f"(the training set has {len(x_train)})"
+                )
             order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(cfg.split_seed))
-            valid, train = order[:cfg.n_validation], order[cfg.n_validation:].sort().values
+            valid, train = order[: cfg.n_validation], order[cfg.n_validation :].sort().values
             self.x_valid, self.y_valid = x_train[valid], y_train[valid]
             x_train, y_train = x_train[train], y_train[train]
         n_train = len(x_train)
@@ -163,8 +167,10 @@ class DeviceData:
         self.y_test = splits.y_test.to(device)
         # test_binarize=once: one draw from the split seed, the same digits in every evaluation and run.
         once = cfg.test_binarize == "once"
+
         def held_out(x: Tensor, stream: int) -> Tensor:
             return self._to_float(x, split_generator(cfg, stream), once).to(device)
+
         self.x_test = held_out(splits.x_test, 0)
         # The test images' grey levels, whatever their binarization: what samples' quality is measured against.
         self.x_test_grey = self._to_float(splits.x_test[:MAX_REFERENCE], binarize=False).to(device)
@@ -176,7 +182,8 @@ class DeviceData:
         self.held_out_draws = cfg.test_binarizations if self.fresh_held_out else 1
         self.modes, self.mode_std = splits.modes, splits.mode_std
         self.unit_interval = splits.x_train.dtype == torch.uint8 or bool(
-            (splits.x_train.min() >= 0) & (splits.x_train.max() <= 1))
+            (splits.x_train.min() >= 0) & (splits.x_train.max() <= 1)
+        )
         self.labelled = None
         if cfg.n_labels is not None:
             self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
@@ -187,7 +194,7 @@ class DeviceData:
             outside = torch.ones(n_train, dtype=torch.bool)
             outside[self.labelled.cpu()] = False
             candidates = outside.nonzero().flatten()
-            picked = torch.randperm(len(candidates), generator=split_generator(cfg, 4))[:cfg.n_unlabelled_eval]
+            picked = torch.randperm(len(candidates), generator=split_generator(cfg, 4))[: cfg.n_unlabelled_eval]
             self.unlabelled_eval_index = candidates[picked].sort().values.to(device)
             self.x_unlabelled_eval = held_out(x_train[self.unlabelled_eval_index.cpu()], 5)
             self.y_unlabelled_eval = self.y_train[self.unlabelled_eval_index]
@@ -218,8 +225,16 @@ class DeviceData:
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec(self.shape, self.n_classes, self.is_image, len(self.x_train), self.cfg.n_labels,
-                        self.modes, self.mode_std, self.unit_interval)
+        return DataSpec(
+            self.shape,
+            self.n_classes,
+            self.is_image,
+            len(self.x_train),
+            self.cfg.n_labels,
+            self.modes,
+            self.mode_std,
+            self.unit_interval,
+        )
 
     def _to_float(self, x: Tensor, generator: Optional[torch.Generator] = None, binarize: bool = True) -> Tensor:
         """Images as floats in [0, 1], binarized when data.binarize and `binarize` both say so."""
@@ -248,11 +263,11 @@ class DeviceData:
         return EpochPlan(order, labelled_order)
 
     def batch(self, plan: EpochPlan, i: int) -> Batch:
-        index = plan.order[i * self.batch_size:(i + 1) * self.batch_size]
+        index = plan.order[i * self.batch_size : (i + 1) * self.batch_size]
         batch = Batch(x=self._to_float(self.x_train[index]), index=index)
         if plan.labelled_order is not None:
             lb = self.labelled_batch_size
-            index_l = plan.labelled_order[i * lb:(i + 1) * lb]
+            index_l = plan.labelled_order[i * lb : (i + 1) * lb]
             batch.x_labelled = self._to_float(self.x_train[index_l])
             batch.y_labelled = self.y_train[index_l]
             batch.index_labelled = index_l

@@ -41,8 +41,10 @@ class ImageFolderData(DataSource):
     def _files(self) -> tuple[list[tuple[str, int]], int]:
         root = Path(self.cfg.root)
         if not root.is_dir():
-            raise UserError(f"data.root={self.cfg.root}: no such folder; point it at a folder of images "
-                            f"or of class subfolders ({', '.join(IMG_EXTENSIONS)})")
+            raise UserError(
+                f"data.root={self.cfg.root}: no such folder; point it at a folder of images "
+                f"or of class subfolders ({', '.join(IMG_EXTENSIONS)})"
+            )
         if any(p.is_dir() for p in root.iterdir()):
             try:
                 folder = ImageFolder(str(root))
@@ -66,8 +68,10 @@ class ImageFolderData(DataSource):
                     images.append(transform(image.convert(mode)))
         x, y = torch.stack(images), torch.tensor([label for _, label in samples])
         test = torch.zeros(len(x), dtype=torch.bool)
-        test[::self.cfg.test_every] = True
+        test[:: self.cfg.test_every] = True
         if test.all():
-            raise UserError(f"data.root={self.cfg.root}: {len(x)} images leave none for training "
-                            f"with data.test_every={self.cfg.test_every}")
+            raise UserError(
+                f"data.root={self.cfg.root}: {len(x)} images leave none for training "
+                f"with data.test_every={self.cfg.test_every}"
+            )
         return Splits(x[~test], y[~test], x[test], y[test], n_classes=n_classes)

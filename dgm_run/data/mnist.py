@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -48,8 +48,10 @@ def read_split(raw: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = _read(raw / image_name, read_image_file)
     labels = _read(raw / label_name, read_label_file)
     if images.shape[1:] != (28, 28) or len(images) != len(labels) or int(labels.max()) > 9:
-        raise UserError(f"data files {raw / image_name} and {raw / label_name} do not hold matching "
-                        f"28x28 digits and labels 0-9 (images {tuple(images.shape)}, labels {tuple(labels.shape)})")
+        raise UserError(
+            f"data files {raw / image_name} and {raw / label_name} do not hold matching "
+            f"28x28 digits and labels 0-9 (images {tuple(images.shape)}, labels {tuple(labels.shape)})"
+        )
     return images.unsqueeze(1), labels
 
 
@@ -75,9 +77,11 @@ class MNIST(DataSource):
                 raise UserError(f"data.download: could not download MNIST into {raw} ({err})") from None
         missing = missing_files(raw)
         if missing:
-            raise UserError(f"data.root={self.cfg.root}: no MNIST in {os.path.abspath(raw)} "
-                            f"(missing {', '.join(missing)}, or the same with .gz); "
-                            "set data.download=true or point data.root at a folder holding MNIST/raw")
+            raise UserError(
+                f"data.root={self.cfg.root}: no MNIST in {os.path.abspath(raw)} "
+                f"(missing {', '.join(missing)}, or the same with .gz); "
+                "set data.download=true or point data.root at a folder holding MNIST/raw"
+            )
         x_train, y_train = read_split(raw, "train")
         x_test, y_test = read_split(raw, "test")
         return Splits(x_train, y_train, x_test, y_test, n_classes=10)

@@ -66,8 +66,11 @@ class GMM2D(DataSource):
             check_positive(self, "n_modes")
             check_choice(self, "layout", ("circle", "grid"))
             side = math.isqrt(self.n_modes)
-            check(self.layout == "circle" or side * side == self.n_modes, "n_modes",
-                  f"layout=grid needs a square number of modes (got {self.n_modes})")
+            check(
+                self.layout == "circle" or side * side == self.n_modes,
+                "n_modes",
+                f"layout=grid needs a square number of modes (got {self.n_modes})",
+            )
             check(self.scale > 0 and self.std > 0, "std", f"scale and std must be > 0 (got {self.scale}, {self.std})")
 
     def modes(self) -> Tensor:
@@ -86,8 +89,9 @@ class GMM2D(DataSource):
             y = torch.randint(len(modes), (n,), generator=generator)
             return modes[y] + self.cfg.std * torch.randn(n, 2, generator=generator), y
 
-        return Splits(*draw(self.cfg.n_train), *draw(self.cfg.n_test), n_classes=len(modes),
-                      modes=modes, mode_std=self.cfg.std)
+        return Splits(
+            *draw(self.cfg.n_train), *draw(self.cfg.n_test), n_classes=len(modes), modes=modes, mode_std=self.cfg.std
+        )
 
 
 class Spiral2D(DataSource):
@@ -105,8 +109,11 @@ class Spiral2D(DataSource):
         def __post_init__(self) -> None:
             super().__post_init__()
             check_positive(self, "arms")
-            check(self.turns > 0 and self.scale > 0 and self.noise >= 0, "noise",
-                  f"turns and scale must be > 0, noise >= 0 (got {self.turns}, {self.scale}, {self.noise})")
+            check(
+                self.turns > 0 and self.scale > 0 and self.noise >= 0,
+                "noise",
+                f"turns and scale must be > 0, noise >= 0 (got {self.turns}, {self.scale}, {self.noise})",
+            )
 
     def load(self) -> Splits:
         cfg, generator = self.cfg, torch.Generator().manual_seed(self.cfg.seed)

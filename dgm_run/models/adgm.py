@@ -26,8 +26,17 @@ from dgm_run.checks import check_choice, check_positive
 from dgm_run.contract import DataSpec
 from dgm_run.errors import UserError
 from dgm_run.models.labels import LabelledInput, Labels
-from dgm_run.models.nn import (ACTIVATIONS, PartsLinear, RowBatchNorm, chunks, kl_standard_normal, mlp,
-                               normal_log_prob, reparameterize, standard_normal_log_prob)
+from dgm_run.models.nn import (
+    ACTIVATIONS,
+    PartsLinear,
+    RowBatchNorm,
+    chunks,
+    kl_standard_normal,
+    mlp,
+    normal_log_prob,
+    reparameterize,
+    standard_normal_log_prob,
+)
 from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel
 from dgm_run.models.vae_family import importance_log_weight
 
@@ -63,8 +72,10 @@ class ADGM(SemiSupervisedModel):
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         if self.skip and cfg.p_a == "standard":
-            raise UserError("model.p_a: 'standard' is ADGM's (the authors' ADGM code); SDGM generates x from a, "
-                            "which it draws from p(a|y,z) (the paper's and its authors' code): choose conditional")
+            raise UserError(
+                "model.p_a: 'standard' is ADGM's (the authors' ADGM code); SDGM generates x from a, "
+                "which it draws from p(a|y,z) (the paper's and its authors' code): choose conditional"
+            )
         super().__init__(cfg, spec)
         hidden, k = cfg.hidden, self.n_classes
         a_dim, z_dim, x_dim = cfg.a_dim, cfg.z_dim, self.x_dim
@@ -72,8 +83,12 @@ class ADGM(SemiSupervisedModel):
         def after_first(width: int, rest: list[int], out_dim: int) -> nn.Sequential:
             """What follows a split first layer of `width` units: its batch norm (with batch_norm) and activation,
             the hidden layers, the head."""
-            return nn.Sequential(*([RowBatchNorm(width)] if cfg.batch_norm else []), ACTIVATIONS[cfg.activation](),
-                                 mlp(width, rest, out_dim, cfg.activation, cfg.batch_norm))
+            return nn.Sequential(
+                *([RowBatchNorm(width)] if cfg.batch_norm else []),
+                ACTIVATIONS[cfg.activation](),
+                mlp(width, rest, out_dim, cfg.activation, cfg.batch_norm),
+            )
+
         self.q_a = mlp(x_dim, hidden, 2 * a_dim, cfg.activation, cfg.batch_norm)
         # Networks on [a, x] take a and x through separate weights: no gradient is computed for x.
         self.q_y_in = PartsLinear([a_dim, x_dim], hidden[0])
@@ -118,8 +133,14 @@ class ADGM(SemiSupervisedModel):
     def _q_z_inputs(self, a: Tensor, x: Tensor) -> list[Tensor]:
         return [a, x] if self.cfg.q_z_sees_a else [x]
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None,
-                   analytic_kl: bool = False) -> Tensor:
+    def log_weight(
+        self,
+        x: Tensor,
+        labels: Labels,
+        ctx: dict[str, Any],
+        kl_weight: Optional[Tensor] = None,
+        analytic_kl: bool = False,
+    ) -> Tensor:
         a = ctx["a"]
         mu_z, logvar_z = self.q_z(self.q_z_in(labels, example=self._q_z_inputs(a, x))).chunk(2, dim=-1)
         z = reparameterize(mu_z, logvar_z)
@@ -127,15 +148,19 @@ class ADGM(SemiSupervisedModel):
         log_px = labels.paired(self.log_px, out, x)
         if not analytic_kl:
             return importance_log_weight(
-                log_px, [self.log_p_a(labels, x, z, a), standard_normal_log_prob(z), self.log_prior_y],
-                [normal_log_prob(z, mu_z, logvar_z), labels.rows(ctx["log_q_a"])], kl_weight)
+                log_px,
+                [self.log_p_a(labels, x, z, a), standard_normal_log_prob(z), self.log_prior_y],
+                [normal_log_prob(z, mu_z, logvar_z), labels.rows(ctx["log_q_a"])],
+                kl_weight,
+            )
         # The closed forms: z always; a where its prior is N(0, I), once per example.
         if self.conditional_p_a:
             log_p, log_q = [self.log_p_a(labels, x, z, a)], [labels.rows(ctx["log_q_a"])]
         else:
             log_p, log_q = [labels.rows(-kl_standard_normal(ctx["mu_a"], ctx["logvar_a"]))], []
-        return importance_log_weight(log_px, [*log_p, -kl_standard_normal(mu_z, logvar_z), self.log_prior_y], log_q,
-                                     kl_weight)
+        return importance_log_weight(
+            log_px, [*log_p, -kl_standard_normal(mu_z, logvar_z), self.log_prior_y], log_q, kl_weight
+        )
 
     def classify(self, x: Tensor) -> Tensor:
         """q(y|x) as the mean of q(y|a,x) over eval_samples draws of a. q(a|x) and x's part of the

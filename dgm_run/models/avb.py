@@ -35,8 +35,14 @@ from dgm_run.contract import Batch, DataSpec, Scatter
 from dgm_run.models.avb_discriminator import discriminator
 from dgm_run.models.base import PhaseStep, frozen
 from dgm_run.models.latent_figure import latent_figure
-from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
-                               standard_normal_log_prob)
+from dgm_run.models.nn import (
+    ACTIVATIONS,
+    kl_standard_normal,
+    mlp,
+    normal_log_prob,
+    reparameterize,
+    standard_normal_log_prob,
+)
 from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
 
 # Added to the estimated variance of q(z|x) (as in the authors' code): a nearly
@@ -50,8 +56,7 @@ class AVB(LatentDecoder):
     @dataclass
     class Config(VAEFamilyConfig):
         _target_: str = "dgm_run.models.avb.AVB"
-        schedule: list[PhaseStep] = field(
-            default_factory=lambda: [PhaseStep("adversary", 2), PhaseStep("primal", 1)])
+        schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("adversary", 2), PhaseStep("primal", 1)])
         z_dim: int = 2
         # implicit: z = f(x, eps), eps ~ N(0, I) of noise_dim as an input beside x (AVB);
         # gaussian: the same MLP outputs (mu, logvar), trained as a VAE (schedule: primal only).
@@ -76,15 +81,20 @@ class AVB(LatentDecoder):
         def __post_init__(self) -> None:
             super().__post_init__()
             check_positive(self, "z_dim", "noise_dim", "discriminator_features", "iw_samples")
-            check(self.ac_samples >= 2, "ac_samples",
-                  f"must be >= 2: q(z|x)'s variance is estimated from them (got {self.ac_samples})")
+            check(
+                self.ac_samples >= 2,
+                "ac_samples",
+                f"must be >= 2: q(z|x)'s variance is estimated from them (got {self.ac_samples})",
+            )
             check(len(self.hidden) > 0, "hidden", "must be one or more positive layer sizes (got [])")
             check_sizes(self, "hidden")
             check_sizes(self, "discriminator_hidden")
             check_choice(self, "encoder", ("implicit", "gaussian"))
             check_choice(self, "discriminator", ("inner_product", "mlp"))
             check_choice(self, "activation", tuple(ACTIVATIONS))
-            check(self.encoder == "implicit" or not self.adaptive_contrast, "adaptive_contrast", "needs encoder=implicit")
+            check(
+                self.encoder == "implicit" or not self.adaptive_contrast, "adaptive_contrast", "needs encoder=implicit"
+            )
 
     phases = ("adversary", "primal")
 
@@ -200,8 +210,11 @@ class AVB(LatentDecoder):
             recon_error = -log_px.mean(0) / self.x_dim
         else:
             recon_error = (self.head.location(out).argmax(-1) != x.argmax(-1)).float().mean(0)
-        return {"log_likelihood": self.log_likelihood(x, mu, logvar),
-                "elbo_estimate" if self.implicit else "elbo": log_px.mean(0) - kl, "recon_error": recon_error}
+        return {
+            "log_likelihood": self.log_likelihood(x, mu, logvar),
+            "elbo_estimate" if self.implicit else "elbo": log_px.mean(0) - kl,
+            "recon_error": recon_error,
+        }
 
     def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """Importance-sampling estimate of log p(x), (B,): log 1/k sum_i p(x|z_i) p(z_i) / pi(z_i),
@@ -217,14 +230,20 @@ class AVB(LatentDecoder):
         not bias. For encoder=gaussian, mu and sigma are q's own: the same estimator, so the
         two encoders are compared on equal terms.
         """
+
         def log_weights(n: int) -> Tensor:
             from_prior = torch.rand(n, len(x), 1, device=x.device) < PRIOR_WEIGHT
-            z = torch.where(from_prior, torch.randn(n, *mu.shape, device=x.device, dtype=mu.dtype),
-                            reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape)))  # (n, B, Z)
+            z = torch.where(
+                from_prior,
+                torch.randn(n, *mu.shape, device=x.device, dtype=mu.dtype),
+                reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape)),
+            )  # (n, B, Z)
             log_prior = standard_normal_log_prob(z)
-            log_pi = torch.logaddexp(math.log1p(-PRIOR_WEIGHT) + normal_log_prob(z, mu, logvar),
-                                     math.log(PRIOR_WEIGHT) + log_prior)
+            log_pi = torch.logaddexp(
+                math.log1p(-PRIOR_WEIGHT) + normal_log_prob(z, mu, logvar), math.log(PRIOR_WEIGHT) + log_prior
+            )
             return self.head.log_prob(self.decoder(z), x) + log_prior - log_pi
+
         return iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x), x.device)
 
     @torch.no_grad()

@@ -11,8 +11,9 @@ whether a model has them.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 from torch import Tensor, nn
 

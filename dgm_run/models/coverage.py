@@ -27,9 +27,11 @@ def closeness_metrics(x: Tensor, samples: Tensor) -> dict[str, Any]:
     point, `data_covered` the share of B points within r' of their nearest sample (r' likewise,
     from B to A). Samples from the data distribution itself score about 0.99 on both."""
     half = len(samples)  # |A| = |B| = number of samples, so that the radii fit the sample count
-    a, b = x[:half], x[half:2 * half]
+    a, b = x[:half], x[half : 2 * half]
     r_ab = torch.quantile(torch.cdist(a, b).min(dim=1).values, 0.99)
     r_ba = torch.quantile(torch.cdist(b, a).min(dim=1).values, 0.99)
     to_b = torch.cdist(samples, b)  # (half, half)
-    return {"near_data": (to_b.min(dim=1).values <= r_ab).float().mean(),
-            "data_covered": (to_b.min(dim=0).values <= r_ba).float().mean()}
+    return {
+        "near_data": (to_b.min(dim=1).values <= r_ab).float().mean(),
+        "data_covered": (to_b.min(dim=0).values <= r_ba).float().mean(),
+    }

@@ -25,8 +25,14 @@ from torch import Tensor
 from dgm_run.checks import check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Grid
 from dgm_run.errors import UserError
-from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
-                               standard_normal_log_prob)
+from dgm_run.models.nn import (
+    ACTIVATIONS,
+    kl_standard_normal,
+    mlp,
+    normal_log_prob,
+    reparameterize,
+    standard_normal_log_prob,
+)
 from dgm_run.models.vae_family import VAEFamily, VAEFamilyConfig, iw_log_likelihood
 
 # Named visible parts, as functions of the image side (H, W) -> bool mask (H, W), True where visible.
@@ -50,8 +56,9 @@ def visible_mask(condition: str, spec: DataSpec) -> Tensor:
             with Image.open(path) as image:
                 mask = torch.tensor(list(image.convert("L").getdata())).view(image.height, image.width) > 127
         except (OSError, ValueError) as err:
-            raise UserError(f"model.condition={condition}: not one of {', '.join(MASKS)} nor a readable mask image "
-                            f"({err})") from None
+            raise UserError(
+                f"model.condition={condition}: not one of {', '.join(MASKS)} nor a readable mask image ({err})"
+            ) from None
         if mask.shape != (h, w):
             raise UserError(f"model.condition={condition}: the mask is {tuple(mask.shape)}, the images {(h, w)}")
     if mask.all() or not mask.any():
@@ -95,8 +102,9 @@ class CVAE(VAEFamily):
         n_visible = len(self.visible_idx)
         self.encoder = mlp(self.x_dim, cfg.hidden, 2 * cfg.z_dim, cfg.activation)
         # The decoder outputs every pixel; the hidden ones are the model of h.
-        self.decoder = mlp(cfg.z_dim + n_visible, cfg.hidden[::-1], self.x_dim * self.head.outputs_per_dim,
-                           cfg.activation)
+        self.decoder = mlp(
+            cfg.z_dim + n_visible, cfg.hidden[::-1], self.x_dim * self.head.outputs_per_dim, cfg.activation
+        )
 
     def condition(self, x: Tensor) -> Tensor:
         """The decoder's view of flat images x: their visible pixels (zeros when not conditional)."""
@@ -111,7 +119,9 @@ class CVAE(VAEFamily):
         """log p(x's `pixels` (indices) | z, c) from the decoder's output, summed over those pixels: each of
         the head's outputs per pixel (logits; or mean and log-variance) cut to them."""
         parts = out.chunk(self.head.outputs_per_dim, dim=-1)
-        return self.head.log_prob(torch.cat([p.index_select(-1, pixels) for p in parts], -1), x.index_select(-1, pixels))
+        return self.head.log_prob(
+            torch.cat([p.index_select(-1, pixels) for p in parts], -1), x.index_select(-1, pixels)
+        )
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         x = batch.x.flatten(1)
@@ -129,8 +139,12 @@ class CVAE(VAEFamily):
 
         def log_weights(n: int) -> Tensor:
             z = reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape))  # (n, B, Z)
-            return (self.log_p(self.decode_logits(z, c), x, hidden) + standard_normal_log_prob(z)
-                    - normal_log_prob(z, mu, logvar))
+            return (
+                self.log_p(self.decode_logits(z, c), x, hidden)
+                + standard_normal_log_prob(z)
+                - normal_log_prob(z, mu, logvar)
+            )
+
         return {"elbo": elbo, "log_likelihood": iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x), x.device)}
 
     def complete(self, x: Tensor, z: Tensor) -> Tensor:
@@ -151,7 +165,7 @@ class CVAE(VAEFamily):
     def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:
         """One row per test image: its visible part (hidden pixels grey), completions from fresh codes
         z ~ p(z), then the true image."""
-        x = x[:self.cfg.completion_rows].float()
+        x = x[: self.cfg.completion_rows].float()
         k = self.cfg.completions
         shown = torch.where(self.visible, x.flatten(1), torch.full_like(x.flatten(1), HIDDEN_GREY)).view_as(x)
         z = torch.randn(len(x) * k, self.cfg.z_dim, device=x.device)

@@ -45,8 +45,9 @@ def batch_norm(units: int, conv: bool) -> nn.Module:
 class Energy(nn.Module):
     """E(x) = ||x||^2 / sigma^2 - b^T x - sum_i softplus(w_i^T f(x) + c_i); f takes images (conv) or flat x (mlp)."""
 
-    def __init__(self, features: nn.Module, n_features: int, n_experts: int, x_dim: int, sigma: float,
-                 flat_input: bool) -> None:
+    def __init__(
+        self, features: nn.Module, n_features: int, n_experts: int, x_dim: int, sigma: float, flat_input: bool
+    ) -> None:
         super().__init__()
         self.features = features
         self.experts = nn.Linear(n_features, n_experts)  # rows w_i, biases c_i
@@ -58,7 +59,7 @@ class Energy(nn.Module):
         """E(x), shape (B,)."""
         flat = x.flatten(1)
         experts = F.softplus(self.experts(self.features(flat if self.flat_input else x)))
-        return flat.pow(2).sum(1) / self.sigma ** 2 - flat @ self.b - experts.sum(1)
+        return flat.pow(2).sum(1) / self.sigma**2 - flat @ self.b - experts.sum(1)
 
 
 def conv_plan(spec: DataSpec) -> tuple[int, int]:
@@ -69,8 +70,10 @@ def conv_plan(spec: DataSpec) -> tuple[int, int]:
     while side > MAX_BASE_SIDE and side % 2 == 0:
         side, stages = side // 2, stages + 1
     if side > MAX_BASE_SIDE or stages == 0:
-        raise UserError(f"model.network=conv needs an image side that halves down to at most {MAX_BASE_SIDE} "
-                        f"(e.g. 28, 32, 64); got {spec.shape[1]}")
+        raise UserError(
+            f"model.network=conv needs an image side that halves down to at most {MAX_BASE_SIDE} "
+            f"(e.g. 28, 32, 64); got {spec.shape[1]}"
+        )
     return stages, side
 
 
@@ -153,10 +156,14 @@ class DDGM(GenerativeModel):
         convolutions, batch norm and ReLU; the feature net mirrors it with stride-2 convolutions and
         leaky ReLU, without batch norm so that E(x) depends on x alone, not on its batch."""
         stages, side = conv_plan(spec)
-        widths = [cfg.channels * 2 ** i for i in range(stages)]  # finest to coarsest
+        widths = [cfg.channels * 2**i for i in range(stages)]  # finest to coarsest
         top = widths[-1] * side * side
-        gen: list[nn.Module] = [nn.Linear(cfg.z_dim, top, bias=False), nn.Unflatten(1, (widths[-1], side, side)),
-                                batch_norm(widths[-1], conv=True), nn.ReLU()]
+        gen: list[nn.Module] = [
+            nn.Linear(cfg.z_dim, top, bias=False),
+            nn.Unflatten(1, (widths[-1], side, side)),
+            batch_norm(widths[-1], conv=True),
+            nn.ReLU(),
+        ]
         self.units_per_scale.append(side * side)
         for c_in, c_out in zip(widths[:0:-1], widths[-2::-1]):
             gen += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), batch_norm(c_out, conv=True), nn.ReLU()]
@@ -185,8 +192,9 @@ class DDGM(GenerativeModel):
         scales = [m.weight for m in self.generator if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         counts = self.units_per_scale if self.cfg.entropy_count == "units" else [1] * len(scales)
         # The small constant keeps the log finite should a scale cross zero.
-        return sum(count * 0.5 * (LOG_2PI_E + torch.log(gamma.pow(2) + 1e-8)).sum()
-                   for count, gamma in zip(counts, scales))
+        return sum(
+            count * 0.5 * (LOG_2PI_E + torch.log(gamma.pow(2) + 1e-8)).sum() for count, gamma in zip(counts, scales)
+        )
 
     def loss(self, phase: str, batch: Batch) -> dict[str, Tensor]:
         n = len(batch.x)
@@ -197,7 +205,7 @@ class DDGM(GenerativeModel):
             e_data, e_samples = energies[:n].mean(), energies[n:].mean()
             out = {"loss": e_data - e_samples, "energy_data": e_data, "energy_samples": e_samples}
             if self.cfg.energy_l2 > 0:
-                base = torch.cat([batch.x, samples]).flatten(1).pow(2).sum(1) / self.cfg.sigma ** 2
+                base = torch.cat([batch.x, samples]).flatten(1).pow(2).sum(1) / self.cfg.sigma**2
                 penalty = (energies - base).pow(2).mean()
                 out["loss"] = out["loss"] + self.cfg.energy_l2 * penalty
                 out["energy_penalty"] = penalty
@@ -205,8 +213,7 @@ class DDGM(GenerativeModel):
         with frozen(self.energy):  # gradients flow through E to the samples only
             e_samples = self.energy(self.generate(n)).mean()
         entropy = self.entropy()
-        return {"loss": e_samples - self.cfg.entropy_weight * entropy, "energy_samples": e_samples,
-                "entropy": entropy}
+        return {"loss": e_samples - self.cfg.entropy_weight * entropy, "energy_samples": e_samples, "entropy": entropy}
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -242,8 +249,10 @@ class DDGM(GenerativeModel):
         grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).to(x)  # (steps, steps, 2), row i at gy[i]
         energy = self.energy(grid.view(-1, 2)).view(steps, steps)
         extent = (float(low[0]), float(high[0]), float(low[1]), float(high[1]))
-        return {"samples": Scatter(samples, title="generator samples", background=x),
-                "energy": Heatmap(energy, extent, title="energy E(x)", points=x)}
+        return {
+            "samples": Scatter(samples, title="generator samples", background=x),
+            "energy": Heatmap(energy, extent, title="energy E(x)", points=x),
+        }
 
     @torch.no_grad()
     def sample(self, n: int) -> Optional[Tensor]:

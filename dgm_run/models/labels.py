@@ -12,7 +12,8 @@ label: the same numbers as the concatenated layer, for a K-th of that part's wor
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -30,8 +31,9 @@ class Labels:
     through the networks, with larger matrix products than two passes.
     """
 
-    def __init__(self, n_classes: int, given: Optional[Tensor] = None, every: int = 0,
-                 soft: Optional[Tensor] = None) -> None:
+    def __init__(
+        self, n_classes: int, given: Optional[Tensor] = None, every: int = 0, soft: Optional[Tensor] = None
+    ) -> None:
         if every and soft is not None:
             raise ValueError("Labels: either every label or soft labels for the second part, not both")
         self.k, self.given, self.every, self.soft = n_classes, given, every, soft

@@ -8,7 +8,7 @@ test images, how the classes lie in the code space.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -11,7 +11,7 @@ Pure functions of tensors and callables: the models say what a code and a decodi
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -57,8 +57,9 @@ def straight_lines(left: Tensor, right: Tensor, steps: int = INTERPOLATION_STEPS
     return torch.lerp(left.unsqueeze(1), right.unsqueeze(1), t)
 
 
-def interpolations(x: Tensor, y: Tensor, code: Callable[[Tensor], Tensor],
-                   decode: Callable[[Tensor, Tensor], Tensor]) -> dict[str, Grid]:
+def interpolations(
+    x: Tensor, y: Tensor, code: Callable[[Tensor], Tensor], decode: Callable[[Tensor, Tensor], Tensor]
+) -> dict[str, Grid]:
     """{"interpolations": rows [left test digit, decodings of the straight line from its code to the
     right one's, right test digit]} for the pairs of `interpolation_pairs`; {} without such a pair.
     code(flat images (B, D)) -> codes (B, Z); decode(codes (N, Z), labels (N,)) -> images of N codes, all

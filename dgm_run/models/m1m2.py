@@ -17,8 +17,9 @@ of every training digit is computed once, z1 drawn from it at every M2 step (`m1
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -94,21 +95,45 @@ class M1M2(ClassConditional, GenerativeModel):
             check(self.m1_epochs >= 0, "m1_epochs", f"must be >= 0 (got {self.m1_epochs})")
             check_positive(self, "m1_z_dim")
             check_choice(self, "m1_likelihood", tuple(LIKELIHOODS))
-            check(self.likelihood == "gaussian", "likelihood", "M2 models M1's features, which are not in [0, 1]: "
-                  f"only gaussian is allowed (got {self.likelihood}); model.m1_likelihood is M1's")
+            check(
+                self.likelihood == "gaussian",
+                "likelihood",
+                "M2 models M1's features, which are not in [0, 1]: "
+                f"only gaussian is allowed (got {self.likelihood}); model.m1_likelihood is M1's",
+            )
             check_sizes(self, "m1_hidden")
-            check(self.m1_prune_threshold is None or self.m1_prune_threshold >= 0, "m1_prune_threshold",
-                  f"must be >= 0 or null (got {self.m1_prune_threshold})")
+            check(
+                self.m1_prune_threshold is None or self.m1_prune_threshold >= 0,
+                "m1_prune_threshold",
+                f"must be >= 0 or null (got {self.m1_prune_threshold})",
+            )
             check_choice(self, "m1_features", ("step", "once"))
-            check(not self.m1_binarize or self.m1_likelihood == "bernoulli", "m1_binarize",
-                  f"binary pixels need a Bernoulli M1 (got model.m1_likelihood={self.m1_likelihood})")
+            check(
+                not self.m1_binarize or self.m1_likelihood == "bernoulli",
+                "m1_binarize",
+                f"binary pixels need a Bernoulli M1 (got model.m1_likelihood={self.m1_likelihood})",
+            )
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
-        self.m1 = VAE(VAE.Config(z_dim=cfg.m1_z_dim, hidden=cfg.m1_hidden, activation=cfg.m1_activation,
-                                 likelihood=cfg.m1_likelihood, kl_warmup_epochs=cfg.kl_warmup_epochs), spec)
-        features = DataSpec(shape=(cfg.m1_z_dim,), n_classes=spec.n_classes, is_image=False, n_train=spec.n_train,
-                            n_labels=spec.n_labels, unit_interval=False)
+        self.m1 = VAE(
+            VAE.Config(
+                z_dim=cfg.m1_z_dim,
+                hidden=cfg.m1_hidden,
+                activation=cfg.m1_activation,
+                likelihood=cfg.m1_likelihood,
+                kl_warmup_epochs=cfg.kl_warmup_epochs,
+            ),
+            spec,
+        )
+        features = DataSpec(
+            shape=(cfg.m1_z_dim,),
+            n_classes=spec.n_classes,
+            is_image=False,
+            n_train=spec.n_train,
+            n_labels=spec.n_labels,
+            unit_interval=False,
+        )
         m2_fields = {k: getattr(cfg, k) for k in SemiSupervisedConfig.__dataclass_fields__ if k != "_target_"}
         self.m2 = FeatureM2(M2.Config(**m2_fields), features)
         # Each part's KL warm-up starts when its phase starts training.
@@ -137,18 +162,30 @@ class M1M2(ClassConditional, GenerativeModel):
         capture) in passes of FEATURE_CHUNK digits."""
         if self.table is None:
             if self.examples is None:
-                raise RuntimeError("model.m1_features=once needs the training set (training_set) before M2's first step")
+                raise RuntimeError(
+                    "model.m1_features=once needs the training set (training_set) before M2's first step"
+                )
             device = self.m2_steps.device
-            parts = [self.m1.encode(self.examples(torch.arange(start, min(start + FEATURE_CHUNK, self.n_train),
-                                                               device=device)).flatten(1))
-                     for start in range(0, self.n_train, FEATURE_CHUNK)]
+            parts = [
+                self.m1.encode(
+                    self.examples(torch.arange(start, min(start + FEATURE_CHUNK, self.n_train), device=device)).flatten(
+                        1
+                    )
+                )
+                for start in range(0, self.n_train, FEATURE_CHUNK)
+            ]
             self.table = torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
             threshold = self.cfg.m1_prune_threshold
             if threshold is not None:  # how many units M2 models says whether M1 has trained long enough
                 spread = self.table[0][:PRUNE_DIGITS].std(0, correction=0)
-                log.info("m1m2: %d of M1's %d units have posterior means that vary by more than %g over the first "
-                         "%d training digits (model.m1_prune_threshold); M2 models those", int((spread > threshold).sum()),
-                         len(spread), threshold, min(PRUNE_DIGITS, self.n_train))
+                log.info(
+                    "m1m2: %d of M1's %d units have posterior means that vary by more than %g over the first "
+                    "%d training digits (model.m1_prune_threshold); M2 models those",
+                    int((spread > threshold).sum()),
+                    len(spread),
+                    threshold,
+                    min(PRUNE_DIGITS, self.n_train),
+                )
         return self.table
 
     def phase_parameters(self, phase: str) -> list[nn.Parameter]:
@@ -188,8 +225,9 @@ class M1M2(ClassConditional, GenerativeModel):
                 self.choose_units(chosen_over)
             z1 = reparameterize(mu, logvar) * self.m2.keep
         self.m2_steps.add_(1)
-        return self.m2.loss("elbo", Batch(x=z1[:n], x_labelled=z1[n:], y_labelled=batch.y_labelled,
-                                          progress=batch.progress))
+        return self.m2.loss(
+            "elbo", Batch(x=z1[:n], x_labelled=z1[n:], y_labelled=batch.y_labelled, progress=batch.progress)
+        )
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
@@ -205,9 +243,13 @@ class M1M2(ClassConditional, GenerativeModel):
     def evaluate_all(self, x: Tensor, y: Tensor) -> dict[str, Any]:
         if not self.m2_steps:  # a host read, in the evaluation: the training step never waits for it
             start = self.m2.warmup_from
-            log.warning("m1m2: M2 has not trained yet (its phase starts at epoch %d): eval/error and eval/accuracy "
-                        "are an untrained classifier's, about chance; to train M2 a run needs trainer.max_epochs "
-                        "above %d and a trainer.max_steps that gets there", start, start)
+            log.warning(
+                "m1m2: M2 has not trained yet (its phase starts at epoch %d): eval/error and eval/accuracy "
+                "are an untrained classifier's, about chance; to train M2 a run needs trainer.max_epochs "
+                "above %d and a trainer.max_steps that gets there",
+                start,
+                start,
+            )
         return {}
 
     @torch.no_grad()

@@ -14,8 +14,14 @@ from torch import Tensor, nn
 
 from dgm_run.contract import DataSpec
 from dgm_run.models.labels import LabelledInput, Labels
-from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
-                               standard_normal_log_prob)
+from dgm_run.models.nn import (
+    ACTIVATIONS,
+    kl_standard_normal,
+    mlp,
+    normal_log_prob,
+    reparameterize,
+    standard_normal_log_prob,
+)
 from dgm_run.models.semi_supervised import SemiSupervisedConfig, SemiSupervisedModel
 from dgm_run.models.vae_family import importance_log_weight
 
@@ -35,16 +41,23 @@ class M2(SemiSupervisedModel):
         self.p_x = nn.Sequential(act(), mlp(hidden[-1], hidden[-2::-1], self.x_out_dim, cfg.activation))
         self.initialize([self.q_z], self.q_y, self.p_x)
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None,
-                   analytic_kl: bool = False) -> Tensor:
+    def log_weight(
+        self,
+        x: Tensor,
+        labels: Labels,
+        ctx: dict[str, Any],
+        kl_weight: Optional[Tensor] = None,
+        analytic_kl: bool = False,
+    ) -> Tensor:
         mu, logvar = self.q_z(self.q_z_in(labels, example=[x])).chunk(2, dim=-1)
         z = reparameterize(mu, logvar)
         out = self.p_x(self.p_x_in(labels, row=[z]))
         log_px = labels.paired(self.log_px, out, x)
         if analytic_kl:
             return importance_log_weight(log_px, [-kl_standard_normal(mu, logvar), self.log_prior_y], [], kl_weight)
-        return importance_log_weight(log_px, [standard_normal_log_prob(z), self.log_prior_y],
-                                     [normal_log_prob(z, mu, logvar)], kl_weight)
+        return importance_log_weight(
+            log_px, [standard_normal_log_prob(z), self.log_prior_y], [normal_log_prob(z, mu, logvar)], kl_weight
+        )
 
     def class_logits(self, x: Tensor, ctx: dict[str, Any]) -> Tensor:
         return self.q_y(x)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU,
-               "leaky_relu": nn.LeakyReLU}
+ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 LOG_2PI = math.log(2 * math.pi)
 # Network rows per pass of a chunked evaluation (importance samples, draws of a). On a CPU a pass
 # of about 5,000 rows evaluated 1.3-1.6x faster than passes of 20,000-200,000: its activations
@@ -55,8 +54,13 @@ def last_linear(network: nn.Module) -> nn.Linear:
 
 
 @torch.no_grad()
-def initialize(model: nn.Module, scheme: str, activation: str, gaussian_heads: Sequence[nn.Module],
-               output_heads: Sequence[nn.Module]) -> None:
+def initialize(
+    model: nn.Module,
+    scheme: str,
+    activation: str,
+    gaussian_heads: Sequence[nn.Module],
+    output_heads: Sequence[nn.Module],
+) -> None:
     """Every Linear of `model` initialised by `scheme` (INIT_SCHEMES); `default` leaves PyTorch's as it is.
 
     glorot, the ADGM/SDGM authors': Glorot-normal weights, with the ReLU gain sqrt(2) on hidden layers

@@ -62,8 +62,9 @@ def mean_q_log(logits: Tensor, draws: int) -> Tensor:
     return torch.logsumexp(F.log_softmax(logits, dim=-1).view(draws, -1, logits.shape[-1]), 0) - math.log(draws)
 
 
-def classifier_terms(logits: Tensor, y_l: Tensor, draws: int = 1,
-                     cross_entropy_of_mean: bool = False) -> tuple[Tensor, Tensor]:
+def classifier_terms(
+    logits: Tensor, y_l: Tensor, draws: int = 1, cross_entropy_of_mean: bool = False
+) -> tuple[Tensor, Tensor]:
     """log q(y|.) of the unlabelled examples and the labelled cross-entropy, from the class logits of every
     row (the len(y_l) labelled rows first, y_l one label per row). draws > 1, the authors' averaging: each
     part holds `draws` draws, draw-major; the unlabelled examples' q is q̄ = 1/draws sum_s q(y|a_s, x), and
@@ -73,12 +74,13 @@ def classifier_terms(logits: Tensor, y_l: Tensor, draws: int = 1,
         return F.log_softmax(logits_u, dim=-1), F.cross_entropy(logits_l, y_l)
     if cross_entropy_of_mean:
         log_q_l = mean_q_log(logits_l, draws)
-        return mean_q_log(logits_u, draws), F.nll_loss(log_q_l, y_l[:len(log_q_l)])
+        return mean_q_log(logits_u, draws), F.nll_loss(log_q_l, y_l[: len(log_q_l)])
     return mean_q_log(logits_u, draws), F.cross_entropy(logits_l, y_l)
 
 
-def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float, draws: int = 1,
-              sums: bool = False) -> dict[str, Tensor]:
+def objective(
+    log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alpha: float, draws: int = 1, sums: bool = False
+) -> dict[str, Tensor]:
     """The batch's loss terms from the labelled bounds log w(x, y), (B_l,); the unlabelled ones, (B_u, K)
     for every label (summed under q(y|x)) or (B_u,) for one relaxed label; log q(y|x) of the unlabelled
     examples and the labelled cross-entropy `cls` (classifier_terms, with the same `draws`). draws > 1: the
@@ -96,8 +98,13 @@ def objective(log_w_l: Tensor, log_w_u: Tensor, log_q: Tensor, cls: Tensor, alph
         loss = (labelled.sum() + unlabelled.sum() + alpha * n_l * cls) / (n_l + n_u)
     else:
         loss = labelled.mean() + unlabelled.mean() + alpha * cls
-    return {"loss": loss, "labelled": labelled.mean(), "unlabelled": unlabelled.mean(), "cls": cls,
-            "entropy": entropy.mean()}
+    return {
+        "loss": loss,
+        "labelled": labelled.mean(),
+        "unlabelled": unlabelled.mean(),
+        "cls": cls,
+        "entropy": entropy.mean(),
+    }
 
 
 @dataclass
@@ -139,9 +146,12 @@ class SemiSupervisedConfig(VAEFamilyConfig):
         check_choice(self, "marginalize", ("exact", "gumbel"))
         check_choice(self, "reduction", ("means", "sums"))
         check_choice(self, "mc_average", ("bounds", "authors", "authors_sdgm"))
-        check(self.mc_average == "bounds" or self.marginalize == "exact", "mc_average",
-              f"{self.mc_average} averages q(y|.) over the draws in the exact sum over y; with marginalize=gumbel "
-              "use bounds")
+        check(
+            self.mc_average == "bounds" or self.marginalize == "exact",
+            "mc_average",
+            f"{self.mc_average} averages q(y|.) over the draws in the exact sum over y; with marginalize=gumbel "
+            "use bounds",
+        )
         check_choice(self, "kl", ("sampled", "analytic"))
         check_choice(self, "init", INIT_SCHEMES)
         check(self.alpha is None or self.alpha >= 0, "alpha", f"must be >= 0 (got {self.alpha})")
@@ -169,16 +179,27 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
         """model.init on every network (nn.initialize), given those that end in a Gaussian's mean and
         log-variance, the classifier q(y|.) and the decoder p(x|.), a Gaussian's under likelihood=gaussian."""
         gaussian_x = isinstance(self.head, Gaussian)
-        initialize(self, self.cfg.init, self.cfg.activation, [*gaussians, *([decoder] if gaussian_x else [])],
-                   [classifier, *([] if gaussian_x else [decoder])])
+        initialize(
+            self,
+            self.cfg.init,
+            self.cfg.activation,
+            [*gaussians, *([decoder] if gaussian_x else [])],
+            [classifier, *([] if gaussian_x else [decoder])],
+        )
 
     # --------------------------------------------------- what a model defines
     def prepare(self, x: Tensor) -> dict[str, Any]:
         """Per-example draws that do not depend on y, shared by every label (ADGM: a ~ q(a|x))."""
         return {}
 
-    def log_weight(self, x: Tensor, labels: Labels, ctx: dict[str, Any], kl_weight: Optional[Tensor] = None,
-                   analytic_kl: bool = False) -> Tensor:
+    def log_weight(
+        self,
+        x: Tensor,
+        labels: Labels,
+        ctx: dict[str, Any],
+        kl_weight: Optional[Tensor] = None,
+        analytic_kl: bool = False,
+    ) -> Tensor:
         """log p(x, y, latents) - log q(latents|x, y) for one sample, per row of `labels`: (rows,);
         with `kl_weight`, all but log p(x|...) weighted by it (vae_family.importance_log_weight). With
         `analytic_kl` (model.kl=analytic, training only), the Gaussian latents under a standard normal prior
@@ -242,10 +263,12 @@ class SemiSupervisedModel(ClassConditional, VAEFamily):
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         """log p(x) = log sum_y E_q[w(x, y)], estimated with iw_samples draws per label, (B,)."""
+
         def log_weights(n: int) -> Tensor:
             xr = x.repeat(n, 1)
             log_w_every = self.log_weight(xr, Labels(self.n_classes, every=len(xr)), self.prepare(xr))
             return log_w_every.view(n, len(x), self.n_classes)
+
         # A row per example and label.
         return iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x) * self.n_classes, x.device)
 

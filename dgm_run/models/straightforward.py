@@ -31,11 +31,16 @@ from dgm_run.models.semi_supervised import classifier_terms, objective
 def joined(*layers: Optional[nn.Module]) -> nn.Linear:
     """One Linear on the concatenated inputs of several layers (Linear or PartsLinear; None: absent):
     the same numbers, one matmul."""
-    parts = [part for layer in layers if layer is not None
-             for part in (layer.parts if isinstance(layer, PartsLinear) else [layer])]
+    parts = [
+        part
+        for layer in layers
+        if layer is not None
+        for part in (layer.parts if isinstance(layer, PartsLinear) else [layer])
+    ]
     first = parts[0]
-    out = nn.Linear(sum(p.in_features for p in parts), first.out_features, device=first.weight.device,
-                    dtype=first.weight.dtype)
+    out = nn.Linear(
+        sum(p.in_features for p in parts), first.out_features, device=first.weight.device, dtype=first.weight.dtype
+    )
     with torch.no_grad():
         out.weight.copy_(torch.cat([p.weight for p in parts], 1))
         out.bias.copy_(next(p.bias for p in parts if p.bias is not None))
@@ -58,8 +63,11 @@ class StraightforwardSemiSupervised(nn.Module):
         self.auxiliary = isinstance(model, ADGM)
         self.skip = self.auxiliary and model.skip
         # q(y|.): M2's on x; ADGM's on [a, x] through one concatenated first layer.
-        self.q_y = (nn.Sequential(joined(model.q_y_in), *copy.deepcopy(model.q_y)) if self.auxiliary
-                    else copy.deepcopy(model.q_y))
+        self.q_y = (
+            nn.Sequential(joined(model.q_y_in), *copy.deepcopy(model.q_y))
+            if self.auxiliary
+            else copy.deepcopy(model.q_y)
+        )
         self.q_z_first = joined(model.q_z_in.example, model.q_z_in.y)  # [(a,) x, y]
         self.q_z = copy.deepcopy(model.q_z)
         self.p_x_first = joined(model.p_x_in.example, model.p_x_in.row, model.p_x_in.y)  # [(a,) z, y]
@@ -85,9 +93,15 @@ class StraightforwardSemiSupervised(nn.Module):
         params = self.q_z(self.q_z_first(torch.cat([a, x, onehot] if sees_a else [x, onehot], -1)))
         z, mu_z, logvar_z = gaussian(params, torch.randn(len(x), m.cfg.z_dim, device=x.device, dtype=x.dtype))
         out = self.p_x(self.p_x_first(torch.cat([a, z, onehot] if self.skip else [z, onehot], -1)))
-        log_w = m.log_px(out, x) + m.log_prior_y + (
-            -kl_standard_normal(mu_z, logvar_z) if analytic
-            else standard_normal_log_prob(z) - normal_log_prob(z, mu_z, logvar_z))
+        log_w = (
+            m.log_px(out, x)
+            + m.log_prior_y
+            + (
+                -kl_standard_normal(mu_z, logvar_z)
+                if analytic
+                else standard_normal_log_prob(z) - normal_log_prob(z, mu_z, logvar_z)
+            )
+        )
         if self.auxiliary:
             a, mu_a, logvar_a = q_a
             if m.conditional_p_a:
@@ -124,8 +138,9 @@ class StraightforwardSemiSupervised(nn.Module):
             logits = self.q_y(x[first])
         log_w = self.log_weight(x, onehot, q_a)
         log_q, cls = classifier_terms(logits, y_l, m.draws_averaged, m.cross_entropy_of_mean)
-        return objective(log_w[:n_l], log_w[n_l:].view(b, k), log_q, cls, m.alpha, m.draws_averaged,
-                         m.cfg.reduction == "sums")
+        return objective(
+            log_w[:n_l], log_w[n_l:].view(b, k), log_q, cls, m.alpha, m.draws_averaged, m.cfg.reduction == "sums"
+        )
 
 
 def reference_for(model: nn.Module) -> Optional[StraightforwardSemiSupervised]:
@@ -135,8 +150,9 @@ def reference_for(model: nn.Module) -> Optional[StraightforwardSemiSupervised]:
     return None
 
 
-def compare(model: nn.Module, reference: StraightforwardSemiSupervised, batch: Batch, seed: int = 1234,
-            autocast: Any = None) -> dict[str, float]:
+def compare(
+    model: nn.Module, reference: StraightforwardSemiSupervised, batch: Batch, seed: int = 1234, autocast: Any = None
+) -> dict[str, float]:
     """Both losses from the same seed, without gradients and leaving the RNG as it was: the model's loss,
     the reference's, and the largest absolute and relative differences over the loss terms."""
     values = []
@@ -146,6 +162,9 @@ def compare(model: nn.Module, reference: StraightforwardSemiSupervised, batch: B
             values.append({name: t.double() for name, t in loss("elbo", batch).items()})
     real, straight = values
     diffs = {n: (real[n] - straight[n]).abs() for n in real if n in straight}  # not the model's extras (kl_weight)
-    return {"loss": float(real["loss"]), "reference_loss": float(straight["loss"]),
-            "max_abs_diff": max(float(d) for d in diffs.values()),
-            "max_rel_diff": max(float(d / real[n].abs().clamp_min(1e-12)) for n, d in diffs.items())}
+    return {
+        "loss": float(real["loss"]),
+        "reference_loss": float(straight["loss"]),
+        "max_abs_diff": max(float(d) for d in diffs.values()),
+        "max_rel_diff": max(float(d / real[n].abs().clamp_min(1e-12)) for n, d in diffs.items()),
+    }

@@ -15,8 +15,14 @@ from torch import Tensor
 
 from dgm_run.checks import check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec
-from dgm_run.models.nn import (ACTIVATIONS, kl_standard_normal, mlp, normal_log_prob, reparameterize,
-                               standard_normal_log_prob)
+from dgm_run.models.nn import (
+    ACTIVATIONS,
+    kl_standard_normal,
+    mlp,
+    normal_log_prob,
+    reparameterize,
+    standard_normal_log_prob,
+)
 from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
 
 
@@ -70,7 +76,9 @@ class VAE(LatentDecoder):
 
     def log_likelihood(self, x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """Importance-weighted estimate of log p(x) with iw_samples draws from q(z|x), shape (B,)."""
+
         def log_weights(n: int) -> Tensor:
             z = reparameterize(mu.expand(n, *mu.shape), logvar.expand(n, *logvar.shape))  # (n, B, z)
             return self.head.log_prob(self.decoder(z), x) + standard_normal_log_prob(z) - normal_log_prob(z, mu, logvar)
+
         return iw_log_likelihood(log_weights, self.cfg.iw_samples, len(x), x.device)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -78,8 +79,7 @@ def warmup_weight(progress: Optional[Progress], epochs: float, start: float, dev
     return ((progress.epoch - start) / epochs).clamp(0.0, 1.0)
 
 
-def iw_log_likelihood(log_weights: Callable[[int], Tensor], k: int, rows_each: int,
-                      device: torch.device) -> Tensor:
+def iw_log_likelihood(log_weights: Callable[[int], Tensor], k: int, rows_each: int, device: torch.device) -> Tensor:
     """log 1/k sum exp(log w) over k importance draws, (B,). `log_weights(n)` returns n draws' log
     weights, (n, B, ...); every entry after the example axis (e.g. each label's) is a term of the sum
     too. The draws are taken in chunks sized by `nn.chunks` for `rows_each` network rows per draw."""
@@ -87,8 +87,9 @@ def iw_log_likelihood(log_weights: Callable[[int], Tensor], k: int, rows_each: i
     return torch.logsumexp(log_w.transpose(0, 1).flatten(1), dim=1) - math.log(k)
 
 
-def importance_log_weight(log_px: Tensor, log_p: Sequence[Union[Tensor, float]], log_q: Sequence[Tensor],
-                          kl_weight: Optional[Tensor] = None) -> Tensor:
+def importance_log_weight(
+    log_px: Tensor, log_p: Sequence[Union[Tensor, float]], log_q: Sequence[Tensor], kl_weight: Optional[Tensor] = None
+) -> Tensor:
     """log w = log p(x|.) + sum log_p - sum log_q, added left to right. With `kl_weight` (the warm-up),
     log p(x|.) + kl_weight * (sum log_p - sum log_q): every term but log p(x|.) is the KL part."""
     if kl_weight is None:
@@ -135,9 +136,11 @@ class VAEFamily(GenerativeModel):
         self.head: Union[Bernoulli, Gaussian] = LIKELIHOODS[cfg.likelihood]()
         if cfg.likelihood == "bernoulli" and not spec.unit_interval:  # other data is a user's mistake
             name = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", type(self).__name__).lower()  # BetaVAE: beta_vae
-            raise UserError(f"model={name} has a Bernoulli likelihood and needs data in [0, 1] (images, one-hot "
-                            "points); this data has other values (a 2-D toy? try model=ddgm or "
-                            "model.likelihood=gaussian)")
+            raise UserError(
+                f"model={name} has a Bernoulli likelihood and needs data in [0, 1] (images, one-hot "
+                "points); this data has other values (a 2-D toy? try model=ddgm or "
+                "model.likelihood=gaussian)"
+            )
         self.x_dim = math.prod(spec.shape)
 
     def kl_weight(self, batch: Batch, device: torch.device) -> Optional[Tensor]:
@@ -170,8 +173,9 @@ class LatentDecoder(VAEFamily):
         """The mean of p(x|z) for codes z (B, Z), shaped like the data."""
         return self.head.mean(self.decoder(z)).view(len(z), *self.spec.shape)
 
-    def gaussian_elbo(self, batch: Batch, x: Tensor, mu: Tensor, logvar: Tensor,
-                      kl_name: str = "kl") -> dict[str, Tensor]:
+    def gaussian_elbo(
+        self, batch: Batch, x: Tensor, mu: Tensor, logvar: Tensor, kl_name: str = "kl"
+    ) -> dict[str, Tensor]:
         """The VAE loss: one draw z ~ N(mu, exp(logvar)) decoded, the analytic KL to N(0, I)."""
         recon = -self.head.log_prob(self.decoder(reparameterize(mu, logvar)), x)
         return self.elbo_terms(batch, recon, kl_standard_normal(mu, logvar), kl_name)
@@ -222,8 +226,11 @@ class ClassConditional:
         style moving in a straight line from its left test digit's to its right one's (of another label),
         every point decoded with the left digit's label (latent_grids.py)."""
         k = self.spec.n_classes
-        return {"analogies": Grid(self.analogies(x[:k]), nrow=k + 1), **self.manifolds(x.device),
-                **interpolations(x, y, self.latent, self.decode_style)}
+        return {
+            "analogies": Grid(self.analogies(x[:k]), nrow=k + 1),
+            **self.manifolds(x.device),
+            **interpolations(x, y, self.latent, self.decode_style),
+        }
 
     def manifolds(self, device: torch.device) -> dict[str, Grid]:
         """Kingma et al. 2014, figure 1a: per label, the decodings of a LABEL_MANIFOLD_SIDE-square grid of

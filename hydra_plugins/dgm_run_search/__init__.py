@@ -43,7 +43,8 @@ class OptunaSearch(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         from dgm_run.search import run_search
@@ -51,5 +52,9 @@ class OptunaSearch(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        return run_search(self.cfg, sweep_dir, arguments,
-                          lambda jobs, first: self.launcher.launch([tuple(j) for j in jobs], initial_job_idx=first))
+        return run_search(
+            self.cfg,
+            sweep_dir,
+            arguments,
+            lambda jobs, first: self.launcher.launch([tuple(j) for j in jobs], initial_job_idx=first),
+        )
