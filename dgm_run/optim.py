@@ -11,10 +11,10 @@ import torch
 
 from dgm_run.config import OptimizerConfig
 from dgm_run.errors import UserError
-from dgm_run.models.base import GenerativeModel, PhaseStep
+from dgm_run.models.base import GenerativeModel, ScheduleEntry
 
 
-def check_schedule(model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig) -> None:
+def check_schedule(model: GenerativeModel, schedule: list[ScheduleEntry], cfg: OptimizerConfig) -> None:
     """Every scheduled phase is one of the model's, every phase it needs is scheduled, and every
     per-phase optimizer override names one of its phases."""
     phases = ", ".join(model.phases)
@@ -106,7 +106,7 @@ class PhaseOptimizers:
     """One optimizer per scheduled phase over that phase's parameters, each with its decay per epoch."""
 
     def __init__(
-        self, model: GenerativeModel, schedule: list[PhaseStep], cfg: OptimizerConfig, capturable: bool = False
+        self, model: GenerativeModel, schedule: list[ScheduleEntry], cfg: OptimizerConfig, capturable: bool = False
     ) -> None:
         check_schedule(model, schedule, cfg)
         used = dict.fromkeys(entry.phase for entry in schedule)

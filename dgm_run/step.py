@@ -18,7 +18,7 @@ from torch import Tensor
 
 from dgm_run.contract import Batch, Progress
 from dgm_run.graph import CapturedStep
-from dgm_run.models.base import GenerativeModel, PhaseStep
+from dgm_run.models.base import GenerativeModel, ScheduleEntry
 
 StepFunction = Callable[[Batch], None]
 
@@ -68,7 +68,7 @@ class TrainStep:
         self,
         model: GenerativeModel,
         optimizers: dict[str, torch.optim.Optimizer],
-        schedule: list[PhaseStep],
+        schedule: list[ScheduleEntry],
         simultaneous: bool,
         meter: LossMeter,
         autocast: Any,
@@ -92,7 +92,7 @@ class TrainStep:
             self._functions[active] = CapturedStep(fn, capture=True) if self.cuda_graph else fn
         return self._functions[active]
 
-    def _function(self, entries: list[PhaseStep]) -> StepFunction:
+    def _function(self, entries: list[ScheduleEntry]) -> StepFunction:
         """Sequential: each entry's steps in turn, each seeing the previous update. Simultaneous: in round
         r, every entry with more than r steps takes its gradient at the same parameters, then all step."""
         if self.simultaneous:

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dgm_run.contract import Batch, DataSpec, Progress
 from dgm_run.models.adgm import ADGM
 from dgm_run.models.avb import AVB
-from dgm_run.models.base import PhaseStep
+from dgm_run.models.base import ScheduleEntry
 from dgm_run.models.beta_vae import BetaVAE
 from dgm_run.models.m1m2 import M1M2
 from dgm_run.models.m2 import M2
@@ -76,7 +76,7 @@ def test_warmup_weights_the_kl_part_linearly_and_is_the_plain_loss_at_one(name, 
     is not zero, and at weight 1 (after the warm-up, or outside training) it is the loss without warm-up."""
     plain = losses(model_class, fields, phase, epoch=None)
     # M1+M2's M2 starts its warm-up at the first epoch of its phase: give it phases from epoch 0.
-    schedule = {"schedule": [PhaseStep("m1"), PhaseStep("m2")]} if model_class is M1M2 else {}
+    schedule = {"schedule": [ScheduleEntry("m1"), ScheduleEntry("m2")]} if model_class is M1M2 else {}
     at = {
         epoch: losses(model_class, {**fields, **schedule}, phase, epoch, kl_warmup_epochs=2)
         for epoch in (0.0, 0.5, 1.0, 2.0, 3.0, None)
@@ -104,7 +104,7 @@ def test_m1m2_warms_each_part_up_from_the_start_of_its_phase():
             m1_z_dim=3,
             m1_epochs=4,
             kl_warmup_epochs=2,
-            schedule=[PhaseStep("m1", 1, 0, 4), PhaseStep("m2", 1, 4)],
+            schedule=[ScheduleEntry("m1", 1, 0, 4), ScheduleEntry("m2", 1, 4)],
         ),
         SPEC,
     )

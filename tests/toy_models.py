@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dgm_run.data.base import Batch, DataSpec
-from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep
+from dgm_run.models.base import GenerativeModel, ModelConfig, ScheduleEntry
 
 
 class TwoPlayer(GenerativeModel):
@@ -22,7 +22,9 @@ class TwoPlayer(GenerativeModel):
     @dataclass
     class Config(ModelConfig):
         _target_: str = "tests.toy_models.TwoPlayer"
-        schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("adversary", 2), PhaseStep("primal", 1)])
+        schedule: list[ScheduleEntry] = field(
+            default_factory=lambda: [ScheduleEntry("adversary", 2), ScheduleEntry("primal", 1)]
+        )
         nan_at_call: Optional[int] = None
 
     phases = ("adversary", "primal")

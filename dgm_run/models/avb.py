@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Scatter
 from dgm_run.models.avb_discriminator import discriminator
-from dgm_run.models.base import PhaseStep, frozen
+from dgm_run.models.base import ScheduleEntry, frozen
 from dgm_run.models.latent_figure import latent_figure
 from dgm_run.models.nn import (
     ACTIVATIONS,
@@ -56,7 +56,9 @@ class AVB(LatentDecoder):
     @dataclass
     class Config(VAEFamilyConfig):
         _target_: str = "dgm_run.models.avb.AVB"
-        schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("adversary", 2), PhaseStep("primal", 1)])
+        schedule: list[ScheduleEntry] = field(
+            default_factory=lambda: [ScheduleEntry("adversary", 2), ScheduleEntry("primal", 1)]
+        )
         z_dim: int = 2
         # implicit: z = f(x, eps), eps ~ N(0, I) of noise_dim as an input beside x (AVB);
         # gaussian: the same MLP outputs (mu, logvar), trained as a VAE (schedule: primal only).

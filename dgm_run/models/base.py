@@ -24,7 +24,10 @@ Picture = Union[Scatter, Heatmap]
 
 
 @dataclass
-class PhaseStep:
+class ScheduleEntry:
+    """One entry of a model's schedule: run `phase` for `steps` optimizer steps on every batch, in the epochs
+    [from_epoch, until_epoch)."""
+
     phase: str = "elbo"
     steps: int = 1
     # The entry runs in epochs from_epoch <= epoch < until_epoch (null: to the end), e.g. to
@@ -46,7 +49,7 @@ class ModelConfig:
 
     _target_: str = ""
     # The phases run on every batch, in order, each for `steps` optimizer steps.
-    schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep()])
+    schedule: list[ScheduleEntry] = field(default_factory=lambda: [ScheduleEntry()])
     # false: the entries run one after another, each step seeing the previous step's update.
     # true: in each round every entry with steps left takes its gradient at the same
     # parameters on the same batch, then all of them step (the AVB authors' update).

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Heatmap, Scatter
 from dgm_run.errors import UserError
-from dgm_run.models.base import GenerativeModel, ModelConfig, PhaseStep, frozen
+from dgm_run.models.base import GenerativeModel, ModelConfig, ScheduleEntry, frozen
 from dgm_run.models.coverage import closeness_metrics, mode_metrics
 from dgm_run.models.nn import ACTIVATIONS, mlp
 
@@ -81,7 +81,9 @@ class DDGM(GenerativeModel):
     @dataclass
     class Config(ModelConfig):
         _target_: str = "dgm_run.models.ddgm.DDGM"
-        schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("energy"), PhaseStep("generator")])
+        schedule: list[ScheduleEntry] = field(
+            default_factory=lambda: [ScheduleEntry("energy"), ScheduleEntry("generator")]
+        )
         # mlp: fully connected nets (2-D toys, flattened images); conv: DCGAN-like nets for square images.
         network: str = "mlp"
         z_dim: int = 100

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec
-from dgm_run.models.base import GenerativeModel, PhaseStep
+from dgm_run.models.base import GenerativeModel, ScheduleEntry
 from dgm_run.models.m2 import M2
 from dgm_run.models.nn import LOG_2PI, reparameterize
 from dgm_run.models.semi_supervised import SemiSupervisedConfig
@@ -88,7 +88,9 @@ class M1M2(ClassConditional, GenerativeModel):
         # unbinarized (data.binarize=false), without M1's pass per step; the units are then chosen over the
         # first 1,000 training digits. M1 must not train once M2 has started.
         m1_features: str = "step"
-        schedule: list[PhaseStep] = field(default_factory=lambda: [PhaseStep("m1", 1, 0, 10), PhaseStep("m2", 1, 10)])
+        schedule: list[ScheduleEntry] = field(
+            default_factory=lambda: [ScheduleEntry("m1", 1, 0, 10), ScheduleEntry("m2", 1, 10)]
+        )
 
         def __post_init__(self) -> None:
             super().__post_init__()
