@@ -162,7 +162,7 @@ def target_class(node: DictConfig, section: str) -> type:
     """The class a model or data config names in `_target_`."""
     target = node.get("_target_")
     if not target:
-        raise UserError(f"{section}._target_ is missing: name the class to build, e.g. dgm_run.models.vae.VAE")
+        raise UserError(f"{section}._target_ is missing: name the class to build, e.g. dgm_run.models.vae.vae.VAE")
     try:
         return hydra.utils.get_class(target)
     except Exception as err:  # hydra wraps import errors in its own types

@@ -27,7 +27,7 @@ from dgm_run import report as reports
 from dgm_run.composition import compose
 from dgm_run.errors import UserError
 from dgm_run.metrics import headline
-from dgm_run.models.semi_supervised import SemiSupervisedModel
+from dgm_run.models.semi_supervised.family import SemiSupervisedModel
 from dgm_run.train import build
 from dgm_run.trainer import Trainer
 

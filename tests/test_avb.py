@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dgm_run.data.base import DataSpec
 from dgm_run.errors import UserError
-from dgm_run.models.avb import AVB
+from dgm_run.models.avb.avb import AVB
 from dgm_run.models.nn import normal_log_prob, standard_normal_log_prob
 from dgm_run.train import run
 from tests.conftest import compose_cfg

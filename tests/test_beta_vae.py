@@ -10,9 +10,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
-from dgm_run.models import beta_vae as beta_vae_module
-from dgm_run.models.beta_vae import BetaVAE
-from dgm_run.models.vae import VAE
+from dgm_run.models.vae import beta_vae as beta_vae_module
+from dgm_run.models.vae.beta_vae import BetaVAE
+from dgm_run.models.vae.vae import VAE
 from dgm_run.train import run
 from tests.conftest import TINY, compose_cfg
 

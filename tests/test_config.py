@@ -87,10 +87,13 @@ def test_experiment_holds_only_what_differs_from_its_defaults_list(path):
 
 def test_sdgm_is_adgm_with_the_sdgm_target():
     adgm, sdgm = (OmegaConf.to_container(compose([f"model={m}"]).model) for m in ("adgm", "sdgm"))
-    assert sdgm.pop("_target_") == "dgm_run.models.sdgm.SDGM"
-    assert adgm.pop("_target_") == "dgm_run.models.adgm.ADGM"
+    assert sdgm.pop("_target_") == "dgm_run.models.semi_supervised.sdgm.SDGM"
+    assert adgm.pop("_target_") == "dgm_run.models.semi_supervised.adgm.ADGM"
     assert sdgm == adgm
-    assert own(CONFIGS / "model" / "sdgm.yaml")[:2] == ({"_target_": "dgm_run.models.sdgm.SDGM"}, ["adgm"])
+    assert own(CONFIGS / "model" / "sdgm.yaml")[:2] == (
+        {"_target_": "dgm_run.models.semi_supervised.sdgm.SDGM"},
+        ["adgm"],
+    )
 
 
 def test_trainer_defaults_are_what_runs_got_before():
@@ -113,7 +116,7 @@ def test_complete_fills_a_sparse_config_and_keeps_interpolations():
         {
             "seed": 3,
             "model": {
-                "_target_": "dgm_run.models.m1m2.M1M2",
+                "_target_": "dgm_run.models.semi_supervised.m1m2.M1M2",
                 "m1_epochs": 4,
                 "schedule": [{"phase": "m1", "until_epoch": "${model.m1_epochs}"}],
             },
@@ -169,7 +172,7 @@ def test_option_lists_show_no_schema(cli):
 
 
 def test_unknown_model_key_lists_every_key_of_the_model(cli, tmp_path):
-    from dgm_run.models.vae import VAE
+    from dgm_run.models.vae.vae import VAE
 
     code, _, err = cli("model.hiden=[10]", f"hydra.run.dir={tmp_path}")
     keys = ", ".join(f.name for f in dataclasses.fields(VAE.Config))

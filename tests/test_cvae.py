@@ -8,7 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from dgm_run.contract import DataSpec
 from dgm_run.errors import UserError
-from dgm_run.models.cvae import CVAE, visible_mask
+from dgm_run.models.vae.cvae import CVAE, visible_mask
 from dgm_run.train import run
 from tests.conftest import TINY, compose_cfg
 

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dgm_run.data.base import Batch, DataSpec
 from dgm_run.data.toy import GMM2D, Spiral2D
 from dgm_run.errors import UserError
-from dgm_run.models.ddgm import DDGM
+from dgm_run.models.ddgm.ddgm import DDGM
 from dgm_run.train import run
 from tests.conftest import compose_cfg
 from tests.test_trainer import build_trainer

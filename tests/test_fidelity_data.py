@@ -12,7 +12,7 @@ from dgm_run.data.base import DeviceData
 from dgm_run.data.digits import Digits
 from dgm_run.errors import UserError
 from dgm_run.evaluate import Evaluator
-from dgm_run.models.m2 import M2
+from dgm_run.models.semi_supervised.m2 import M2
 from dgm_run.tensorboard import TensorBoardLogger
 from tests.conftest import compose_cfg
 

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from dgm_run.config import OptimizerConfig
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.errors import UserError
-from dgm_run.models import adgm as adgm_module
-from dgm_run.models.adgm import ADGM
-from dgm_run.models.labels import Labels
-from dgm_run.models.m2 import M2
 from dgm_run.models.nn import kl_standard_normal, normal_log_prob, standard_normal_log_prob
-from dgm_run.models.sdgm import SDGM
+from dgm_run.models.semi_supervised import adgm as adgm_module
+from dgm_run.models.semi_supervised import auxiliary as auxiliary_module
+from dgm_run.models.semi_supervised.adgm import ADGM
+from dgm_run.models.semi_supervised.labels import Labels
+from dgm_run.models.semi_supervised.m2 import M2
+from dgm_run.models.semi_supervised.sdgm import SDGM
 from dgm_run.optim import build_optimizer
 
 SPEC = DataSpec(shape=(1, 4, 4), n_classes=3, is_image=True, n_train=90, n_labels=9)
@@ -127,7 +128,7 @@ def fresh_kl_terms(model: ADGM, x: torch.Tensor, y: torch.Tensor) -> tuple[float
         a = mu_qa + torch.exp(0.5 * logvar_qa) * torch.randn_like(mu_qa)
         mu_z, logvar_z = model.q_z(model.q_z_in(labels, example=[a, x])).chunk(2, -1)
         z = mu_z + torch.exp(0.5 * logvar_z) * torch.randn_like(mu_z)
-        mu_pa, logvar_pa = model._p_a(labels, x, z)
+        mu_pa, logvar_pa = model.p_a_given(labels, x, z)
         kl_a = 0.5 * (logvar_pa - logvar_qa + (logvar_qa.exp() + (mu_qa - mu_pa) ** 2) / logvar_pa.exp() - 1).sum(-1)
         return float(kl_standard_normal(mu_z, logvar_z).mean()), float(kl_a.mean())
 
@@ -171,12 +172,13 @@ def test_standard_prior_on_a_is_the_standard_normal_in_the_log_weight(monkeypatc
     x, y = torch.bernoulli(torch.full((4, 16), 0.5)), torch.tensor([0, 2, 1, 2])
     eps_a, eps_z = torch.randn(4, 3), torch.randn(2 + 2 * 3, 2)  # rows: 2 given labels, 2 x every label
     queue = [eps_a, eps_z]
-    monkeypatch.setattr(adgm_module, "reparameterize", lambda mu, logvar: mu + torch.exp(0.5 * logvar) * queue.pop(0))
+    for module in (auxiliary_module, adgm_module):  # a ~ q(a|x), then z ~ q(z|a,x,y)
+        monkeypatch.setattr(module, "reparameterize", lambda mu, logvar: mu + torch.exp(0.5 * logvar) * queue.pop(0))
     labels = Labels(3, given=y[:2], every=2)
-    ctx = model.prepare(x)
-    got = model.log_weight(x, labels, ctx)
+    draw = model.draw_a(x)
+    got = model.log_weight(x, labels, draw)
 
-    a = ctx["a"]
+    a = draw.a
     mu_z, logvar_z = model.q_z(model.q_z_in(labels, example=[a, x])).chunk(2, -1)
     z = mu_z + torch.exp(0.5 * logvar_z) * eps_z
     log_px = labels.paired(model.log_px, model.p_x(model.p_x_in(labels, row=[z])), x)
@@ -187,7 +189,7 @@ def test_standard_prior_on_a_is_the_standard_normal_in_the_log_weight(monkeypatc
         + standard_normal_log_prob(z)
         + model.log_prior_y
         - normal_log_prob(z, mu_z, logvar_z)
-        - labels.rows(ctx["log_q_a"])
+        - labels.rows(draw.log_q)
     )
     assert torch.equal(got, want)
     assert torch.equal(model.log_p_a(labels, x, z, a), standard_normal_log_prob(labels.rows(a)))
@@ -214,9 +216,9 @@ def by_hand(model, b: Batch, draws: int, seed: int) -> dict[str, torch.Tensor]:
     x = torch.cat([b.x_labelled.flatten(1).repeat(draws, 1), b.x.flatten(1).repeat(draws, 1)])
     y = b.y_labelled.repeat(draws)
     torch.manual_seed(seed)
-    ctx = model.prepare(x)
-    logits = model.class_logits(x, ctx)  # (draws * (n_l + n_u), K): labelled rows first, each part draw-major
-    log_w = model.log_weight(x, Labels(k, given=y, every=draws * n_u), ctx)
+    a = model.draw_a(x)
+    logits = model.q_y_logits(a, x)  # (draws * (n_l + n_u), K): labelled rows first, each part draw-major
+    log_w = model.log_weight(x, Labels(k, given=y, every=draws * n_u), a)
     q_l = F.softmax(logits[: draws * n_l], -1).view(draws, n_l, k).mean(0)
     q_u = F.softmax(logits[draws * n_l :], -1).view(draws, n_u, k).mean(0)
     log_w_u = log_w[draws * n_l :].view(draws, n_u, k).mean(0)
@@ -261,7 +263,7 @@ def test_the_adgm_codes_cross_entropy_is_the_mean_of_each_draws():
     torch.manual_seed(3)  # the loss's draws of a: q(a|x) on the 10 repeats of the batch, labelled rows first
     x = torch.cat([b.x_labelled.flatten(1).repeat(10, 1), b.x.flatten(1).repeat(10, 1)])
     with torch.no_grad():
-        a = model.prepare(x)["a"][: 10 * len(b.y_labelled)].view(10, len(b.y_labelled), -1)
+        a = model.draw_a(x).a[: 10 * len(b.y_labelled)].view(10, len(b.y_labelled), -1)
         x_l = b.x_labelled.flatten(1)
         per_draw = [F.cross_entropy(model.q_y(model.q_y_in(a[s], x_l)), b.y_labelled) for s in range(10)]
     assert len({round(float(c), 4) for c in per_draw}) == 10  # the draws differ

@@ -8,14 +8,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dgm_run.contract import Batch, DataSpec, Progress
-from dgm_run.models.adgm import ADGM
-from dgm_run.models.avb import AVB
+from dgm_run.models.avb.avb import AVB
 from dgm_run.models.base import ScheduleEntry
-from dgm_run.models.beta_vae import BetaVAE
-from dgm_run.models.m1m2 import M1M2
-from dgm_run.models.m2 import M2
-from dgm_run.models.sdgm import SDGM
-from dgm_run.models.vae import VAE
+from dgm_run.models.semi_supervised.adgm import ADGM
+from dgm_run.models.semi_supervised.m1m2 import M1M2
+from dgm_run.models.semi_supervised.m2 import M2
+from dgm_run.models.semi_supervised.sdgm import SDGM
+from dgm_run.models.vae.beta_vae import BetaVAE
+from dgm_run.models.vae.vae import VAE
 from dgm_run.train import run
 from tests.conftest import TINY, compose_cfg
 from tests.test_semi_supervised import prototypes_cfg

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dgm_run.models.latent_figure import principal_plane
+from dgm_run.models.avb.latent_figure import principal_plane
 from dgm_run.train import build, run
 from tests.conftest import compose_cfg
 

@@ -11,14 +11,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.distributions import Normal
 
 from dgm_run.contract import DataSpec
-from dgm_run.models.adgm import ADGM
-from dgm_run.models.avb import AVB
-from dgm_run.models.beta_vae import BetaVAE
-from dgm_run.models.latent_grids import interpolation_pairs, quantile_plane
-from dgm_run.models.m1m2 import M1M2
-from dgm_run.models.m2 import M2
-from dgm_run.models.sdgm import SDGM
-from dgm_run.models.vae import VAE
+from dgm_run.models.avb.avb import AVB
+from dgm_run.models.semi_supervised.adgm import ADGM
+from dgm_run.models.semi_supervised.m1m2 import M1M2
+from dgm_run.models.semi_supervised.m2 import M2
+from dgm_run.models.semi_supervised.sdgm import SDGM
+from dgm_run.models.vae.beta_vae import BetaVAE
+from dgm_run.models.vae.latent_grids import interpolation_pairs, quantile_plane
+from dgm_run.models.vae.vae import VAE
 from tests.conftest import TINY
 
 SPEC = DataSpec(shape=(1, 4, 4), n_classes=10, is_image=True, n_train=100)

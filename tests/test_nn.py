@@ -55,8 +55,8 @@ def test_chunks_cover_every_sample_within_the_row_bound(monkeypatch):
 def test_likelihood_heads_are_the_distributions():
     from torch.distributions import Normal
 
-    from dgm_run.models.vae_family import Bernoulli as BernoulliHead
-    from dgm_run.models.vae_family import Gaussian
+    from dgm_run.models.vae.likelihoods import Bernoulli as BernoulliHead
+    from dgm_run.models.vae.likelihoods import Gaussian
 
     torch.manual_seed(0)
     out, x = torch.randn(5, 8), torch.rand(5, 4)
@@ -75,7 +75,7 @@ def test_likelihood_heads_are_the_distributions():
 
 @pytest.mark.parametrize("chunk_rows", [1_000, 30])  # one pass, or passes of 3, 3, 1 draws
 def test_iw_log_likelihood_is_the_log_mean_weight_over_every_draw_and_entry(monkeypatch, chunk_rows):
-    from dgm_run.models.vae_family import iw_log_likelihood
+    from dgm_run.models.vae.importance import iw_log_likelihood
 
     monkeypatch.setitem(nn_module.EVAL_CHUNK_ROWS, "cpu", chunk_rows)
     torch.manual_seed(0)
@@ -101,7 +101,8 @@ def test_iw_log_likelihood_is_the_log_mean_weight_over_every_draw_and_entry(monk
 
 def test_importance_log_weight_and_the_warmup_weight():
     from dgm_run.contract import Progress
-    from dgm_run.models.vae_family import importance_log_weight, warmup_weight
+    from dgm_run.models.vae.family import warmup_weight
+    from dgm_run.models.vae.importance import importance_log_weight
 
     log_px, p1, q1 = torch.tensor([-5.0, -7.0]), torch.tensor([-1.0, -2.0]), torch.tensor([-0.5, -0.25])
     assert torch.equal(importance_log_weight(log_px, [p1, -1.5], [q1]), log_px + p1 - 1.5 - q1)

@@ -82,7 +82,7 @@ def test_wheel_installs_and_runs_outside_the_repository(installed, tmp_path):
         [env_dir / "bin" / "dgm-run", "--cfg", "job"], cwd=outside, capture_output=True, text=True, timeout=300
     )
     assert job.returncode == 0, job.stderr
-    assert "_target_: dgm_run.models.vae.VAE" in job.stdout and "_target_: dgm_run.data.digits.Digits" in job.stdout
+    assert "_target_: dgm_run.models.vae.vae.VAE" in job.stdout and "_target_: dgm_run.data.digits.Digits" in job.stdout
     help_ = subprocess.run(
         [env_dir / "bin" / "dgm-run", "--help"], cwd=outside, capture_output=True, text=True, timeout=300
     )

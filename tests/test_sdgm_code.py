@@ -9,7 +9,7 @@ from torch import nn
 
 from dgm_run.config import validate
 from dgm_run.models.nn import RowBatchNorm
-from dgm_run.models.sdgm import SDGM
+from dgm_run.models.semi_supervised.sdgm import SDGM
 from tests.conftest import compose_cfg
 from tests.test_fidelity_models import MNIST_SPEC, SPEC, batch
 

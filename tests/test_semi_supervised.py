@@ -13,23 +13,31 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from dgm_run.checks import InvalidValue
 from dgm_run.data.base import DataSpec
 from dgm_run.errors import UserError
-from dgm_run.models import adgm as adgm_module
-from dgm_run.models import m2 as m2_module
 from dgm_run.models import nn as nn_module
-from dgm_run.models.adgm import ADGM
-from dgm_run.models.m2 import M2
-from dgm_run.models.sdgm import SDGM
-from dgm_run.models.semi_supervised import Labels
+from dgm_run.models.semi_supervised import adgm as adgm_module
+from dgm_run.models.semi_supervised import auxiliary as auxiliary_module
+from dgm_run.models.semi_supervised import m2 as m2_module
+from dgm_run.models.semi_supervised import sdgm as sdgm_module
+from dgm_run.models.semi_supervised.adgm import ADGM
+from dgm_run.models.semi_supervised.family import Labels
+from dgm_run.models.semi_supervised.m2 import M2
+from dgm_run.models.semi_supervised.sdgm import SDGM
 from dgm_run.train import run
 from tests.conftest import compose_cfg
 
 SPEC = DataSpec(shape=(1, 4, 4), n_classes=3, is_image=True, n_train=90, n_labels=9)
 
 
-def fixed_noise(monkeypatch, module, *noises: torch.Tensor) -> None:
-    """Make `module.reparameterize` use the given standard-normal draws, in order."""
+def fixed_noise(monkeypatch, modules, *noises: torch.Tensor) -> None:
+    """Make `reparameterize` of each of `modules` use the given standard-normal draws, in order."""
     queue = list(noises)
-    monkeypatch.setattr(module, "reparameterize", lambda mu, logvar: mu + torch.exp(0.5 * logvar) * queue.pop(0))
+    for module in modules:
+        monkeypatch.setattr(module, "reparameterize", lambda mu, logvar: mu + torch.exp(0.5 * logvar) * queue.pop(0))
+
+
+def log_weight(model, x: torch.Tensor, labels: Labels) -> torch.Tensor:
+    """One draw's log w of the rows of `labels`: of a ~ q(a|x) too for ADGM and SDGM."""
+    return model.log_weight(x, labels) if isinstance(model, M2) else model.log_weight(x, labels, model.draw_a(x))
 
 
 def exact_sum_against_the_textbook(model) -> dict[str, float]:
@@ -84,16 +92,17 @@ def test_labelled_and_unlabelled_in_one_pass_match_two_passes(monkeypatch, model
     eps_z = [torch.randn(4, 2), torch.randn(u_rows, 2)]
 
     def draws(*noises):  # the monkeypatched reparameterize takes them in the order of the pass
-        fixed_noise(monkeypatch, adgm_module if auxiliary else m2_module, *noises)
+        own = {M2: m2_module, ADGM: adgm_module, SDGM: sdgm_module}[model_class]
+        fixed_noise(monkeypatch, [own, auxiliary_module] if auxiliary else [own], *noises)
 
     rest = {"every": 5} if second == "every" else {"soft": soft}
     draws(*([torch.cat(eps_a)] if auxiliary else []), torch.cat(eps_z))
     x = torch.cat([x_l, x_u])
-    one_pass = model.log_weight(x, Labels(3, given=y_l, **rest), model.prepare(x))
+    one_pass = log_weight(model, x, Labels(3, given=y_l, **rest))
     draws(*eps_a[:1], eps_z[0])
-    labelled = model.log_weight(x_l, Labels(3, given=y_l), model.prepare(x_l))
+    labelled = log_weight(model, x_l, Labels(3, given=y_l))
     draws(*eps_a[1:], eps_z[1])
-    unlabelled = model.log_weight(x_u, Labels(3, **rest), model.prepare(x_u))
+    unlabelled = log_weight(model, x_u, Labels(3, **rest))
     torch.testing.assert_close(one_pass, torch.cat([labelled, unlabelled]), rtol=1e-5, atol=1e-5)
 
 
@@ -259,7 +268,7 @@ def test_m1m2_reuses_the_m1_of_an_m1m2_run(tmp_path):
 
 def test_m1m2_phases_leave_no_gradient_on_each_other():
     from dgm_run.data.base import Batch
-    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
 
     torch.manual_seed(0)
     model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8]), SPEC)
@@ -284,8 +293,8 @@ def m1m2_batch(x: torch.Tensor, x_labelled: torch.Tensor):
 def test_m1m2_prunes_exactly_the_m1_units_at_or_under_the_threshold_at_m2s_first_step(monkeypatch):
     """Units whose posterior mean has a standard deviation over the batch of at most the threshold are
     pruned: M2 sees them as 0 and its likelihood leaves them out; the mask is fixed after M2's first step."""
-    from dgm_run.models.m1m2 import M1M2
-    from dgm_run.models.vae_family import Gaussian
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
+    from dgm_run.models.vae.likelihoods import Gaussian
 
     torch.manual_seed(0)
     spreads = torch.tensor([0.0, 0.05, 0.1, 0.11, 1.0])  # the third exactly at the threshold: pruned
@@ -329,7 +338,7 @@ def test_m1m2_features_computed_once_equal_those_computed_at_every_step(monkeypa
     """m1_features=once: q(z1|x) of every training digit computed once and looked up by the batch's positions
     gives M2 the same features, and so the same loss and gradients, as M1's pass over each batch's digits,
     with the same draws of z1; M1 encodes the training set once and no batch after it."""
-    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
 
     data = grey_digit_data(90, 20)
     sizes = dict(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8])
@@ -365,7 +374,7 @@ def test_m1m2_features_computed_once_equal_those_computed_at_every_step(monkeypa
 
 
 def test_m1m2_features_once_choose_the_units_over_the_first_1000_training_digits():
-    from dgm_run.models.m1m2 import M1M2, PRUNE_DIGITS
+    from dgm_run.models.semi_supervised.m1m2 import M1M2, PRUNE_DIGITS
 
     data = grey_digit_data(1100, 100)
     torch.manual_seed(0)
@@ -428,7 +437,7 @@ def test_m1m2_paper_experiment_batches_repeat_exactly_every_epoch():
 
 
 def test_m1m2_without_a_threshold_keeps_every_unit():
-    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
 
     torch.manual_seed(0)
     model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=5, z_dim=2, hidden=[8]), SPEC)
@@ -439,7 +448,7 @@ def test_m1m2_without_a_threshold_keeps_every_unit():
 
 
 def test_m1m2_features_of_grey_digits_are_never_binarized_while_m1_trains_on_fresh_draws(monkeypatch):
-    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
 
     torch.manual_seed(0)
     model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8], m1_binarize=True), SPEC)
@@ -482,17 +491,17 @@ def test_m1m2_says_when_it_is_evaluated_before_m2_has_trained(tmp_path, caplog):
         "trainer.eval_every_epochs=3",
         "logger.embedding=0",
     )
-    with caplog.at_level("WARNING", logger="dgm_run.models.m1m2"):
+    with caplog.at_level("WARNING", logger="dgm_run.models.semi_supervised.m1m2"):
         metrics = run(cfg, tmp_path)
-    warned = [r.getMessage() for r in caplog.records if r.name == "dgm_run.models.m1m2"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "dgm_run.models.semi_supervised.m1m2"]
     assert warned and "M2 has not trained yet (its phase starts at epoch 3)" in warned[-1]
     assert metrics["eval/accuracy"] < 0.6  # an untrained classifier of 4 prototypes
     caplog.clear()
-    from dgm_run.models.m1m2 import M1M2
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
 
     model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8]), SPEC)
     x = torch.rand(4, 1, 4, 4)
-    with caplog.at_level("WARNING", logger="dgm_run.models.m1m2"):
+    with caplog.at_level("WARNING", logger="dgm_run.models.semi_supervised.m1m2"):
         model.evaluate_all(x, torch.zeros(4, dtype=torch.long))
         assert len(caplog.records) == 1
         model.loss("m2", m1m2_batch(x, x[:3]))
@@ -526,8 +535,8 @@ def test_auxiliary_classifier_averages_draws_of_a_through_the_concatenated_layer
 
 
 def test_likelihood_heads_of_m1m2s_parts_and_the_semi_supervised_models():
-    from dgm_run.models.m1m2 import M1M2
-    from dgm_run.models.vae_family import Bernoulli, Gaussian
+    from dgm_run.models.semi_supervised.m1m2 import M1M2
+    from dgm_run.models.vae.likelihoods import Bernoulli, Gaussian
 
     model = M1M2(M1M2.Config(m1_hidden=[8], m1_z_dim=3, z_dim=2, hidden=[8], m1_likelihood="gaussian"), SPEC)
     assert isinstance(model.m1.head, Gaussian) and isinstance(model.m2.head, Gaussian)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dgm_run.data.base import DataSpec
-from dgm_run.models.vae import VAE
+from dgm_run.models.vae.vae import VAE
 
 SPEC = DataSpec(shape=(1, 4, 4), n_classes=10, is_image=True, n_train=100)
 
@@ -43,7 +43,7 @@ def test_loss_terms_add_up_and_images_have_the_data_shape():
 
 def test_gaussian_likelihood_models_continuous_data_and_bernoulli_refuses_it():
     from dgm_run.errors import UserError
-    from dgm_run.models.vae_family import Gaussian
+    from dgm_run.models.vae.likelihoods import Gaussian
 
     spec = DataSpec(shape=(6,), n_classes=1, is_image=False, n_train=100, unit_interval=False)
     with pytest.raises(UserError, match=r"model=vae has a Bernoulli likelihood .* model.likelihood=gaussian"):

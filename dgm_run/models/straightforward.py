@@ -22,10 +22,11 @@ from torch import Tensor, nn
 
 from dgm_run.contract import Batch
 from dgm_run.device import forked_rng
-from dgm_run.models.adgm import ADGM
-from dgm_run.models.m2 import M2
 from dgm_run.models.nn import PartsLinear, kl_standard_normal, normal_log_prob, standard_normal_log_prob
-from dgm_run.models.semi_supervised import classifier_terms, objective
+from dgm_run.models.semi_supervised.auxiliary import AuxiliaryModel
+from dgm_run.models.semi_supervised.m2 import M2
+from dgm_run.models.semi_supervised.objective import classifier_terms, objective
+from dgm_run.models.semi_supervised.sdgm import SDGM
 
 
 def joined(*layers: Optional[nn.Module]) -> nn.Linear:
@@ -56,12 +57,13 @@ def gaussian(params: Tensor, eps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 class StraightforwardSemiSupervised(nn.Module):
     """The textbook exact sum of a model (see the module doc); `loss` as the model's."""
 
-    def __init__(self, model: M2 | ADGM) -> None:
+    def __init__(self, model: M2 | AuxiliaryModel) -> None:
         super().__init__()
         self.model_ref = [model]  # log_px, alpha, cfg: not this module's parameters
         self.k = model.n_classes
-        self.auxiliary = isinstance(model, ADGM)
-        self.skip = self.auxiliary and model.skip
+        self.auxiliary = isinstance(model, AuxiliaryModel)
+        self.skip = isinstance(model, SDGM)  # p(x|a,y,z) and p(a|y,z)
+        self.conditional_p_a = self.auxiliary and model.cfg.p_a == "conditional"
         # q(y|.): M2's on x; ADGM's on [a, x] through one concatenated first layer.
         self.q_y = (
             nn.Sequential(joined(model.q_y_in), *copy.deepcopy(model.q_y))
@@ -74,12 +76,12 @@ class StraightforwardSemiSupervised(nn.Module):
         self.p_x = copy.deepcopy(model.p_x)
         if self.auxiliary:
             self.q_a = copy.deepcopy(model.q_a)
-        if self.auxiliary and model.conditional_p_a:
+        if self.conditional_p_a:
             self.p_a_first = joined(model.p_a_in.example, model.p_a_in.row, model.p_a_in.y)  # [(x,) z, y]
             self.p_a = copy.deepcopy(model.p_a)
 
     @property
-    def model(self) -> M2 | ADGM:
+    def model(self) -> M2 | AuxiliaryModel:
         return self.model_ref[0]
 
     def log_weight(self, x: Tensor, onehot: Tensor, q_a: Optional[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
@@ -104,7 +106,7 @@ class StraightforwardSemiSupervised(nn.Module):
         )
         if self.auxiliary:
             a, mu_a, logvar_a = q_a
-            if m.conditional_p_a:
+            if self.conditional_p_a:
                 p_a_in = torch.cat([z, onehot] if self.skip else [x, z, onehot], -1)
                 mu_p, logvar_p = self.p_a(self.p_a_first(p_a_in)).chunk(2, dim=-1)
                 log_w = log_w + normal_log_prob(a, mu_p, logvar_p) - normal_log_prob(a, mu_a, logvar_a)
@@ -145,7 +147,7 @@ class StraightforwardSemiSupervised(nn.Module):
 
 def reference_for(model: nn.Module) -> Optional[StraightforwardSemiSupervised]:
     """The straightforward reference of a model that sums y out exactly (M2, ADGM, SDGM); None for others."""
-    if isinstance(model, (M2, ADGM)) and model.cfg.marginalize == "exact":
+    if isinstance(model, (M2, AuxiliaryModel)) and model.cfg.marginalize == "exact":
         return StraightforwardSemiSupervised(model)
     return None
 

@@ -23,13 +23,14 @@ from dgm_run.models.nn import (
     reparameterize,
     standard_normal_log_prob,
 )
-from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
+from dgm_run.models.vae.family import LatentDecoder, VAEFamilyConfig
+from dgm_run.models.vae.importance import iw_log_likelihood
 
 
 class VAE(LatentDecoder):
     @dataclass
     class Config(VAEFamilyConfig):
-        _target_: str = "dgm_run.models.vae.VAE"
+        _target_: str = "dgm_run.models.vae.vae.VAE"
         z_dim: int = 50
         hidden: list[int] = field(default_factory=lambda: [500, 500])
         activation: str = "relu"

@@ -28,7 +28,7 @@ from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Heatmap, Scatter
 from dgm_run.errors import UserError
 from dgm_run.models.base import GenerativeModel, ModelConfig, ScheduleEntry, frozen
-from dgm_run.models.coverage import closeness_metrics, mode_metrics
+from dgm_run.models.ddgm.coverage import closeness_metrics, mode_metrics
 from dgm_run.models.nn import ACTIVATIONS, mlp
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
@@ -80,7 +80,7 @@ def conv_plan(spec: DataSpec) -> tuple[int, int]:
 class DDGM(GenerativeModel):
     @dataclass
     class Config(ModelConfig):
-        _target_: str = "dgm_run.models.ddgm.DDGM"
+        _target_: str = "dgm_run.models.ddgm.ddgm.DDGM"
         schedule: list[ScheduleEntry] = field(
             default_factory=lambda: [ScheduleEntry("energy"), ScheduleEntry("generator")]
         )

@@ -33,7 +33,8 @@ from dgm_run.models.nn import (
     reparameterize,
     standard_normal_log_prob,
 )
-from dgm_run.models.vae_family import VAEFamily, VAEFamilyConfig, iw_log_likelihood
+from dgm_run.models.vae.family import VAEFamily, VAEFamilyConfig
+from dgm_run.models.vae.importance import iw_log_likelihood
 
 # Named visible parts, as functions of the image side (H, W) -> bool mask (H, W), True where visible.
 MASKS = {
@@ -69,7 +70,7 @@ def visible_mask(condition: str, spec: DataSpec) -> Tensor:
 class CVAE(VAEFamily):
     @dataclass
     class Config(VAEFamilyConfig):
-        _target_: str = "dgm_run.models.cvae.CVAE"
+        _target_: str = "dgm_run.models.vae.cvae.CVAE"
         # The visible part: left_half, top_half, center_column, or a mask image (white: visible).
         condition: str = "left_half"
         # false: the decoder does not see the visible part (a VAE of the hidden pixels, the baseline).

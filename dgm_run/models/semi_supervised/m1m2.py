@@ -27,11 +27,12 @@ from torch import Tensor, nn
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec
 from dgm_run.models.base import GenerativeModel, ScheduleEntry
-from dgm_run.models.m2 import M2
 from dgm_run.models.nn import LOG_2PI, reparameterize
-from dgm_run.models.semi_supervised import SemiSupervisedConfig
-from dgm_run.models.vae import VAE
-from dgm_run.models.vae_family import LIKELIHOODS, ClassConditional
+from dgm_run.models.semi_supervised.class_conditional import ClassConditional
+from dgm_run.models.semi_supervised.family import SemiSupervisedConfig
+from dgm_run.models.semi_supervised.m2 import M2
+from dgm_run.models.vae.likelihoods import LIKELIHOODS
+from dgm_run.models.vae.vae import VAE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class M1M2(ClassConditional, GenerativeModel):
 
     @dataclass
     class Config(SemiSupervisedConfig):
-        _target_: str = "dgm_run.models.m1m2.M1M2"
+        _target_: str = "dgm_run.models.semi_supervised.m1m2.M1M2"
         m1_z_dim: int = 50
         m1_hidden: list[int] = field(default_factory=lambda: [500, 500])
         m1_activation: str = "softplus"

@@ -32,9 +32,9 @@ from torch import Tensor, nn
 
 from dgm_run.checks import check, check_choice, check_positive, check_sizes
 from dgm_run.contract import Batch, DataSpec, Scatter
-from dgm_run.models.avb_discriminator import discriminator
+from dgm_run.models.avb.discriminator import discriminator
+from dgm_run.models.avb.latent_figure import latent_figure
 from dgm_run.models.base import ScheduleEntry, frozen
-from dgm_run.models.latent_figure import latent_figure
 from dgm_run.models.nn import (
     ACTIVATIONS,
     kl_standard_normal,
@@ -43,7 +43,8 @@ from dgm_run.models.nn import (
     reparameterize,
     standard_normal_log_prob,
 )
-from dgm_run.models.vae_family import LatentDecoder, VAEFamilyConfig, iw_log_likelihood
+from dgm_run.models.vae.family import LatentDecoder, VAEFamilyConfig
+from dgm_run.models.vae.importance import iw_log_likelihood
 
 # Added to the estimated variance of q(z|x) (as in the authors' code): a nearly
 # deterministic encoder must not divide by zero.
@@ -55,7 +56,7 @@ PRIOR_WEIGHT = 0.1
 class AVB(LatentDecoder):
     @dataclass
     class Config(VAEFamilyConfig):
-        _target_: str = "dgm_run.models.avb.AVB"
+        _target_: str = "dgm_run.models.avb.avb.AVB"
         schedule: list[ScheduleEntry] = field(
             default_factory=lambda: [ScheduleEntry("adversary", 2), ScheduleEntry("primal", 1)]
         )

@@ -19,7 +19,7 @@ from torch import Tensor
 from dgm_run.checks import check
 from dgm_run.contract import DataSpec, Grid
 from dgm_run.models.nn import kl_standard_normal
-from dgm_run.models.vae import VAE
+from dgm_run.models.vae.vae import VAE
 
 # The traversal: at most this many latent dimensions (rows), each set to TRAVERSAL_STEPS values
 # evenly spaced in [-TRAVERSAL_RANGE, TRAVERSAL_RANGE] (columns) while the others stay fixed.
@@ -33,7 +33,7 @@ RANKING_IMAGES = 1000
 class BetaVAE(VAE):
     @dataclass
     class Config(VAE.Config):
-        _target_: str = "dgm_run.models.beta_vae.BetaVAE"
+        _target_: str = "dgm_run.models.vae.beta_vae.BetaVAE"
         # The weight of the KL term (1: the VAE).
         beta: float = 4.0
 
