@@ -18,7 +18,7 @@ gradient.
 `encoder: gaussian` turns the same encoder MLP into a plain VAE's (it outputs (mu, logvar)
 and takes no noise) with the analytic KL: the baseline with the same networks.
 The decoder's likelihood is `model.likelihood` (Bernoulli: data in [0, 1], binarized images and
-one-hot points); the KL warm-up weights the primal phase's KL estimate (vae_family.py).
+one-hot points); the KL warm-up weights the primal phase's KL estimate (vae/family.py).
 """
 
 from __future__ import annotations

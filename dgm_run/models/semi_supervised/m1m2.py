@@ -1,5 +1,8 @@
 """M1+M2 (Kingma et al. 2014): M2 trained on the latent features z1 of an M1 (a VAE).
 
+M1 (phase m1):   p(z1) = N(0, I),  p(x|z1),  q(z1|x)                      the VAE's loss (vae/vae.py)
+M2 (phase m2):   p(y), p(z2), p(z1|y,z2) Gaussian,  q(y|z1), q(z2|z1,y)   M2's loss (m2.py) on z1 ~ q(z1|x)
+
 Two phases: `m1` trains the VAE on the digits, `m2` trains an M2 with a Gaussian
 likelihood on z1 ~ q(z1|x) (M1 frozen). The default schedule pretrains M1 for
 `m1_epochs` epochs and then trains M2; with `m1_checkpoint` (the checkpoint of a `vae`
@@ -89,11 +92,12 @@ class M1M2(ClassConditional, GenerativeModel):
         # unbinarized (data.binarize=false), without M1's pass per step; the units are then chosen over the
         # first 1,000 training digits. M1 must not train once M2 has started.
         m1_features: str = "step"
-        schedule: list[ScheduleEntry] = field(
-            default_factory=lambda: [ScheduleEntry("m1", 1, 0, 10), ScheduleEntry("m2", 1, 10)]
-        )
+        # Empty: M1 alone until epoch m1_epochs, then M2 (the phases follow m1_epochs, whatever it is set to).
+        schedule: list[ScheduleEntry] = field(default_factory=list)
 
         def __post_init__(self) -> None:
+            if not self.schedule:
+                self.schedule = [ScheduleEntry("m1", 1, 0, self.m1_epochs), ScheduleEntry("m2", 1, self.m1_epochs)]
             super().__post_init__()
             check(self.m1_epochs >= 0, "m1_epochs", f"must be >= 0 (got {self.m1_epochs})")
             check_positive(self, "m1_z_dim")

@@ -43,7 +43,7 @@ class BetaVAE(VAE):
 
     def __init__(self, cfg: Config, spec: DataSpec) -> None:
         super().__init__(cfg, spec)
-        self.beta = cfg.beta  # the toolkit's factor on the KL term (vae_family.VAEFamily.elbo_terms)
+        self.beta = cfg.beta  # the family's factor on the KL term (family.VAEFamily.elbo_terms)
 
     @torch.no_grad()
     def images(self, x: Tensor, y: Tensor) -> dict[str, Grid]:

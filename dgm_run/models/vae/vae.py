@@ -1,9 +1,14 @@
-"""VAE (M1): Gaussian q(z|x), standard normal p(z), Bernoulli (or Gaussian) p(x|z).
+"""VAE (M1): Kingma & Welling 2014 (arXiv 1312.6114).
+
+Generative model:   p(z) = N(0, I),   p(x|z) = Bernoulli (or Gaussian) from an MLP on z
+Inference model:    q(z|x) = N(μ(x), diag σ²(x))
+
+    loss = -log p(x|z) + KL(q(z|x) || p(z)),   one draw z ~ q(z|x), the KL in closed form (the negative ELBO)
 
 Kingma & Welling 2014 (arXiv 1312.6114); as M1 in Kingma et al. 2014 (arXiv 1406.5298):
 784-500-500-50 with softplus units. The test log-likelihood is the importance-weighted
 estimate log 1/k sum_i p(x, z_i) / q(z_i|x) of Burda et al. 2016 with k = iw_samples.
-The likelihood head, the KL warm-up, samples and reconstructions are the toolkit's (vae_family.py).
+The likelihood head, the KL warm-up, samples and reconstructions are the family's (family.py).
 """
 
 from __future__ import annotations
