@@ -24,10 +24,3 @@ def test_numbers_equal_the_stored_references(case, tmp_path):
         if not same:
             differ.append(name)
     assert not differ, f"{case}: {differ} differ from the stored references"
-
-
-def test_the_references_cover_every_model():
-    from tests.conftest import config_options
-
-    covered = {overrides[0].removeprefix("model=") for overrides in CASES.values()}
-    assert covered == set(config_options("model").split(", "))
