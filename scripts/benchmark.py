@@ -32,7 +32,7 @@ On a GPU the trainer captures its step as one CUDA graph (trainer.cuda_graph=aut
 then also times the same model's eager step (a second trainer with trainer.cuda_graph=false) and
 reports the graph's speed-up; the reference is timed captured and eager alike.
 
-The reference (M2, ADGM, SDGM) is `dgm_run.models.straightforward`: the textbook exact sum over
+The reference (M2, ADGM, SDGM) is `straightforward.py`, beside this script: the textbook exact sum over
 y, every unlabelled x tiled over the labels and one-hot y concatenated to every first layer, so
 that q(a|x) and every first layer are recomputed for each of the K labels. Its parameters are
 copies of the real model's and it draws its noise in the same order, so with the same seed it
@@ -55,11 +55,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dgm_run import report as reports
+from dgm_run.commands.straightforward import StraightforwardSemiSupervised, compare, reference_for
 from dgm_run.composition import compose
 from dgm_run.contract import Batch
 from dgm_run.data.base import DeviceData, Splits
 from dgm_run.graph import CapturedStep
-from dgm_run.models.straightforward import StraightforwardSemiSupervised, compare, reference_for
 from dgm_run.optim import build_optimizer
 from dgm_run.train import build as build_trainer
 from dgm_run.trainer import Trainer

@@ -34,10 +34,10 @@ def fixed_noise(monkeypatch, module, *noises: torch.Tensor) -> None:
 
 def exact_sum_against_the_textbook(model) -> dict[str, float]:
     """The model's loss terms (the exact sum over y of labels.py: what does not depend on y computed once
-    per x) against the textbook exact sum of dgm_run.models.straightforward (x tiled over the labels,
+    per x) against the textbook exact sum of dgm_run.commands.straightforward (x tiled over the labels,
     one-hot y concatenated to every first layer, q(a|x) on every row) at the same parameters and seed."""
+    from dgm_run.commands.straightforward import compare, reference_for
     from dgm_run.contract import Batch
-    from dgm_run.models.straightforward import compare, reference_for
 
     batch = Batch(
         x=torch.bernoulli(torch.full((5, 1, 4, 4), 0.4)),
