@@ -92,6 +92,11 @@ class GenerativeModel(nn.Module):
         self.spec = spec
 
     @property
+    def schedule(self) -> list[ScheduleEntry]:
+        """The phases the trainer runs on every batch (model.schedule)."""
+        return self.cfg.schedule
+
+    @property
     def label(self) -> str:
         """The model's name in messages."""
         return type(self).__name__
