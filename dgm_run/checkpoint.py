@@ -6,8 +6,10 @@ found on resume is reported as one line, never silently replaced nor silently lo
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +63,13 @@ def load(path: Path, remedy: str = "restore a good copy, or start the run again 
             f"{remedy}"
         )
     return state
+
+
+@contextlib.contextmanager
+def fitting(path: Path, parts: str) -> Iterator[None]:
+    """Loading the checkpoint `path` into this run's `parts` (its model, its optimizers): a checkpoint of other
+    sizes or phases ends in one line naming both."""
+    try:
+        yield
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"checkpoint {path} does not fit this run's {parts} ({str(err).splitlines()[0]})") from None

@@ -9,7 +9,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Union
+from typing import Any, Optional, Union
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
@@ -24,7 +24,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from dgm_run import run_dir as directories
 from dgm_run.composition import SCHEMA_GROUP, option_nodes, register_schemas
 from dgm_run.device import gpu_for_job
-from dgm_run.errors import Interrupted, UserError, WriteError
+from dgm_run.errors import Interrupted, UserError, WriteError, fail
 from dgm_run.files import write_text
 from dgm_run.metrics import headline
 from dgm_run.run_dir import ERROR_FILE, take_back
@@ -33,8 +33,6 @@ from dgm_run.train import CHECKPOINT, evaluate_run, evaluation_paths, run
 from hydra_plugins.dgm_run_search import OptunaSearch
 
 log = logging.getLogger(__name__)
-
-EXIT_USER_ERROR = 2
 
 # A resumed run reuses its own directory and keeps the .hydra/ files of its first start; an evaluation
 # writes into the evaluation/ folder of the run it evaluates (evaluation-best/ for its best.pt).
@@ -70,11 +68,6 @@ PLUGIN_EXTRAS = {
     "hydra/launcher/submitit_slurm": "slurm",
     "hydra/launcher/submitit_local": "slurm",
 }
-
-
-def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
-    print(f"dgm-run: error: {message}", file=sys.stderr)
-    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://dgm_run.configs", config_name="config")

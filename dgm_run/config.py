@@ -133,8 +133,8 @@ GROUP_SCHEMAS = {
 SECTIONS = (*GROUP_SCHEMAS, "model", "data")
 
 
-def _field_names(schema: type) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(schema) if not f.name.startswith("_"))
+def _field_names(schema: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(schema) if not f.name.startswith("_")]
 
 
 @contextlib.contextmanager
@@ -146,7 +146,7 @@ def _user_errors(schema: type, section: str) -> Iterator[None]:
         raise UserError(f"{section}.{err}") from None
     except ConfigKeyError as err:
         owner = err.object_type if dataclasses.is_dataclass(err.object_type) else schema
-        raise UserError(f"{section}: unknown key '{err.key}'; allowed keys: {_field_names(owner)}") from None
+        raise UserError(f"{section}: unknown key '{err.key}'; allowed keys: {', '.join(_field_names(owner))}") from None
     except OmegaConfBaseException as err:
         message = str(err.msg).splitlines()[0]
         raise UserError(f"{section}.{err.full_key}: {message}") from None
@@ -197,6 +197,11 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise UserError(f"seed: must be a non-negative integer (got {cfg.seed})")
     if not isinstance(cfg.get("auto_resume", False), bool):
         raise UserError(f"auto_resume: must be true or false (got {cfg.auto_resume})")
+    iw_samples = sections["trainer"].eval_iw_samples
+    if iw_samples is not None and "iw_samples" in _field_names(section_schema(cfg, "model")):
+        # A trainer key that the model reads at evaluation only (TrainerConfig.eval_iw_samples); the saved
+        # config keeps both values, so that resume= and evaluate= may change it.
+        sections["model"].iw_samples = iw_samples
     return RunConfig(seed=cfg.seed, **sections)
 
 

@@ -1,11 +1,22 @@
 """The ground floor's exceptions: a user's mistake, and a run stopped by a signal.
 
-The CLI turns a UserError into a single line on stderr and a non-zero exit, and an
+The CLI turns a UserError into a single line on stderr and a non-zero exit (`fail`), and an
 Interrupted into the command that resumes the run; anything else is a bug and keeps its
 traceback.
 """
 
 import signal
+import sys
+from typing import NoReturn
+
+# The exit status of a command that a user error stopped.
+EXIT_USER_ERROR = 2
+
+
+def fail(message: str, code: int = EXIT_USER_ERROR) -> NoReturn:
+    """End the command with a user error's one line on stderr."""
+    print(f"dgm-run: error: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 class UserError(Exception):

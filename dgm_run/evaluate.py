@@ -1,7 +1,7 @@
 """Evaluation: held-out metrics (also per class), sample and reconstruction grids, the model's own
 images and figures, and the projector's embedding, logged to TensorBoard.
 
-Callable on its own (scripts construct it from a trainer's parts). It draws from its own RNG
+Built by the trainer, or on its own for `evaluate=DIR` (`Evaluator.for_run`). It draws from its own RNG
 stream, seeded by the run's seed and the step, so that evaluating (or not) never changes the
 training run and a resumed run evaluates to the same numbers. With `progress_bar`, a bar counts the
 held-out examples done and names the metrics being computed: an evaluation can outlast training.
@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from dgm_run.animation import Animations
-from dgm_run.config import LoggerConfig
+from dgm_run.config import LoggerConfig, RunConfig
 from dgm_run.data.base import DeviceData
 from dgm_run.device import forked_rng
 from dgm_run.metrics import CLASS_TAG, UNLABELLED, set_metric
@@ -58,6 +58,25 @@ class Evaluator:
         self.device = data.x_train.device
         self.animations = Animations(logger)  # each figure's frames; joined by animations.assemble() at the end
 
+    @classmethod
+    def for_run(
+        cls, run_config: RunConfig, model: GenerativeModel, data: DeviceData, logger: TensorBoardLogger, autocast: Any
+    ) -> Evaluator:
+        """The evaluation of a run as its config sets it (logger.*, the seed, trainer.eval_batch_size,
+        eval_fid_samples, progress_bar), at the precision of `autocast`."""
+        settings = run_config.trainer
+        return cls(
+            model,
+            data,
+            logger,
+            run_config.logger,
+            run_config.seed,
+            settings.eval_batch_size,
+            autocast,
+            progress_bar=settings.progress_bar,
+            fid_samples=settings.eval_fid_samples,
+        )
+
     @torch.no_grad()
     def __call__(self, step: int) -> dict[str, float]:
         """Test (eval/), validation (valid/) and unlabelled (eval/unlabelled_) metrics, image grids and figures
@@ -88,7 +107,7 @@ class Evaluator:
             bar.set_description("evaluate: image grids and figures")
             self._log_images(step)
             if self.logger.enabled:  # figures cost a plot each; draw them only to log them
-                # Imported here: matplotlib takes about half a second, which runs without figures save.
+                # Imported here: matplotlib is slow to import, and a run without figures never needs it.
                 from dgm_run.figures import render
 
                 for tag, picture in model.figures(data.x_test, data.y_test).items():
@@ -104,7 +123,7 @@ class Evaluator:
     def sample_quality(self) -> dict[str, float]:
         """FID, precision and recall of trainer.eval_fid_samples samples against as many test digits, for a
         model that samples MNIST-shaped images; {} for the others."""
-        # Imported here: torchmetrics takes a moment to import, which runs without digits save.
+        # Imported here: torchmetrics is slow to import, and a run without digits never needs it.
         from dgm_run.sample_quality import DIGIT_SHAPE, SampleQuality
 
         reference = self.data.x_test_grey[: self.fid_samples]
@@ -117,15 +136,26 @@ class Evaluator:
             self.quality = SampleQuality(reference)
         return {f"eval/{name}": value for name, value in self.quality(samples).items()}
 
+    @torch.no_grad()
+    def held_out_metrics(self, x: Tensor, y: Tensor, prefix: str = "eval") -> dict[str, float]:
+        """The metrics of the held-out examples (x, y) as every evaluation computes those of a set
+        (`average_metrics`; `prefix`: the set's name), the model in evaluation mode, at the run's precision,
+        drawing from a fork of the RNG; nothing is logged and nothing else is computed. What a script times."""
+        self.model.eval()
+        with forked_rng(self.device), self.autocast:
+            metrics = self.average_metrics(prefix, x, y)
+        self.model.train()
+        return metrics
+
     def batch_metrics(self, x: Tensor, y: Tensor, classifier_only: bool = False) -> dict[str, Tensor]:
         """Per-example metrics of a held-out batch: the error and accuracy of the model's prediction, then the
         model's own unless `classifier_only`. With data.test_binarize=mean, each is the mean over fresh
         binarizations of x, and error and accuracy are those of the mean prediction."""
-        draws = self.data.held_out_draws
+        draws = self.data.held_out_binarizations
         probs: Optional[Tensor] = None
         sums: dict[str, Tensor] = {}
         for _ in range(draws):
-            x_drawn = self.data.held_out_draw(x)
+            x_drawn = self.data.binarized_held_out(x)
             predicted = self.model.predict(x_drawn)
             if predicted is not None:
                 probs = predicted if probs is None else probs + predicted  # the sum's argmax is the mean's

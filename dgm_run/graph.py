@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -23,16 +23,17 @@ from dgm_run.errors import UserError
 WARMUP_CALLS = 3
 
 
-def use_cuda_graph(setting: str, compile: str, device: torch.device) -> bool:
-    """trainer.cuda_graph resolved: auto captures on CUDA, unless torch.compile captures graphs itself."""
-    if setting == "true" and device.type != "cuda":
+def use_cuda_graph(setting: Union[bool, str], compile: Union[bool, str], device: torch.device) -> bool:
+    """trainer.cuda_graph resolved (true, false or auto; trainer.compile: false or its mode): auto captures on
+    CUDA, unless torch.compile captures graphs itself."""
+    if setting is True and device.type != "cuda":
         raise UserError(
             f"trainer.cuda_graph=true needs a CUDA device (this run trains on {device.type}); "
             "use trainer.cuda_graph=auto or false"
         )
     if setting == "auto":
         return device.type == "cuda" and compile != "reduce-overhead"
-    return setting == "true"
+    return setting
 
 
 class CapturedStep:

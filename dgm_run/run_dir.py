@@ -18,6 +18,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from dgm_run.errors import fail
+
 # What a sweep's job that failed on a user error writes into its directory, instead of metrics.json.
 ERROR_FILE = "error.txt"
 
@@ -93,8 +95,6 @@ def prepare(path: Path, key: str) -> Optional[Path]:
         if not os.access(path, os.W_OK | os.X_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as err:
-        from dgm_run.cli import fail  # cli imports this module: at the top, the import would be circular
-
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         why = f"{blocker} is a file, not a directory" if blocker else err.strerror
         if path.is_dir():  # a run's own directory, which resume= and evaluate= write in

@@ -11,14 +11,14 @@ entry may be limited to some epochs).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dgm_run.contract import Batch, Progress
 from dgm_run.graph import CapturedStep
-from dgm_run.models.base import GenerativeModel, ScheduleEntry
+from dgm_run.models.base import ScheduleEntry
 
 StepFunction = Callable[[Batch], None]
 
@@ -61,18 +61,20 @@ class LossMeter:
 
 
 class TrainStep:
-    """The step functions of a model's schedule; see the module doc. `compile`: a torch.compile mode
-    for the loss, or "false"; `cuda_graph`: each step function captured as a CUDA graph (graph.py)."""
+    """The step functions of a model's schedule; see the module doc. `model`: a GenerativeModel, or any module
+    with its `loss(phase, batch)`. `meter`: where the loss terms are summed (None: not kept). `compile`: the
+    torch.compile mode of the loss (False: not compiled); `cuda_graph`: each step function captured as a
+    CUDA graph (graph.py)."""
 
     def __init__(
         self,
-        model: GenerativeModel,
+        model: nn.Module,
         optimizers: dict[str, torch.optim.Optimizer],
         schedule: list[ScheduleEntry],
         simultaneous: bool,
-        meter: LossMeter,
+        meter: Optional[LossMeter],
         autocast: Any,
-        compile: str,
+        compile: Union[bool, str],
         cuda_graph: bool,
     ) -> None:
         self.model = model
@@ -81,7 +83,7 @@ class TrainStep:
         self.simultaneous = simultaneous
         self.meter = meter
         self.autocast = autocast
-        self.loss = model.loss if compile == "false" else torch.compile(model.loss, mode=compile)
+        self.loss = torch.compile(model.loss, mode=compile) if compile else model.loss
         self.cuda_graph = cuda_graph
         self._functions: dict[tuple[int, ...], StepFunction] = {}
 
@@ -122,6 +124,7 @@ class TrainStep:
             with self.autocast:
                 terms = self.loss(phase, batch)
             terms["loss"].backward()
-            self.meter.add(phase, terms)
+            if self.meter is not None:
+                self.meter.add(phase, terms)
         for phase in phases:
             self.optimizers[phase].step()

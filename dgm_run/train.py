@@ -14,16 +14,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from dgm_run import checkpoint
-from dgm_run.config import SECTIONS, complete, flatten, target_class, validate
+from dgm_run.config import SECTIONS, RunConfig, complete, flatten, target_class, validate
 from dgm_run.data.base import DeviceData, Splits
-from dgm_run.device import resolve_device, use_device
+from dgm_run.device import configure_precision, resolve_device, use_device
 from dgm_run.errors import Interrupted, UserError
+from dgm_run.evaluate import Evaluator
 from dgm_run.files import damaged, reading, write_json, write_text
 from dgm_run.metrics import headline
 from dgm_run.models.base import GenerativeModel
 from dgm_run.report import provenance
 from dgm_run.tensorboard import TensorBoardLogger
-from dgm_run.trainer import Trainer
+from dgm_run.trainer import Trainer, position
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,23 @@ def load_pretrained(model: GenerativeModel) -> None:
             ) from None
 
 
+def prepare(cfg: DictConfig, splits: Optional[Splits] = None) -> tuple[RunConfig, GenerativeModel, DeviceData]:
+    """The validated config of `cfg`, its data and its model on their device, the seed, the threads and the
+    current device set as a run sets them: what training and an evaluation both start from.
+    `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits)."""
+    run_config = validate(cfg)
+    if run_config.trainer.threads is not None:
+        torch.set_num_threads(run_config.trainer.threads)
+    torch.manual_seed(run_config.seed)
+    device = resolve_device(run_config.device.type, run_config.device.index)
+    use_device(device)
+    if splits is None:
+        splits = target_class(cfg.data, "data")(run_config.data).load()
+    data = DeviceData(splits, run_config.data, run_config.trainer.batch_size, device)
+    model = target_class(cfg.model, "model")(run_config.model, data.spec).to(device)
+    return run_config, model, data
+
+
 def build(
     cfg: DictConfig,
     run_dir: Path,
@@ -134,22 +152,11 @@ def build(
     into `run_dir`; with `state` (a checkpoint), at the point where that run stopped.
     `splits`: use this data instead of loading cfg.data's (the benchmark's synthetic digits).
     `purge_step`: the logger hides the events run_dir holds from this step on (see `redone_from`)."""
-    rc = validate(cfg)
-    if rc.trainer.threads is not None:
-        torch.set_num_threads(rc.trainer.threads)
-    if rc.trainer.eval_iw_samples is not None and hasattr(rc.model, "iw_samples"):
-        rc.model.iw_samples = rc.trainer.eval_iw_samples  # read by the model at evaluation only
-    torch.manual_seed(rc.seed)
-    device = resolve_device(rc.device.type, rc.device.index)
-    use_device(device)
-    if splits is None:
-        splits = target_class(cfg.data, "data")(rc.data).load()
-    data = DeviceData(splits, rc.data, rc.trainer.batch_size, device)
-    model = target_class(cfg.model, "model")(rc.model, data.spec).to(device)
+    run_config, model, data = prepare(cfg, splits)
     load_pretrained(model)
     model.training_set(data.unbinarized, len(data.x_train))
-    logger = TensorBoardLogger(run_dir, rc.logger.tensorboard, purge_step=purge_step)
-    trainer = Trainer(rc, model, data, run_dir, logger)
+    logger = TensorBoardLogger(run_dir, run_config.logger.tensorboard, purge_step=purge_step)
+    trainer = Trainer(run_config, model, data, run_dir, logger)
     if state is not None:
         trainer.load_state_dict(state)
     return trainer
@@ -273,21 +280,28 @@ def evaluate_run(target: Path, out_dir: Path, overrides: Sequence[str] = ()) -> 
     """`dgm-run evaluate=TARGET`: the metrics, grids, figures and embedding of a run's checkpoint (see
     `evaluation_paths`), as the run evaluated them (the same seed, so the same numbers), written into
     out_dir. trainer.* (e.g. eval_iw_samples), logger.* and where the data is and how its test set is
-    binarized (data.root, data.test_binarize) may change; the run's own files are only read."""
+    binarized (data.root, data.test_binarize) may change; the run's own files are only read. Only the model,
+    the data, the evaluation and its logger are built: nothing of training (optimizers, steps, the graph)."""
     run_dir, checkpoint_file, _ = evaluation_paths(target)
     cfg = resumed_config(run_dir, overrides, "evaluate", EVALUATE_MAY_CHANGE)
     state = checkpoint.load(checkpoint_file, f"restore a good copy, or evaluate another of {run_dir / 'checkpoints'}")
+    run_config, model, data = prepare(cfg)
+    with checkpoint.fitting(checkpoint_file, "model"):
+        model.load_state_dict(state["model"])
+    step = state["step"]
     # The logger hides what an earlier evaluation of this checkpoint logged at its step.
-    trainer = build(cfg, out_dir, state=state, purge_step=state["step"])
+    logger = TensorBoardLogger(out_dir, run_config.logger.tensorboard, purge_step=step)
+    autocast = configure_precision(run_config.trainer.precision, data.x_train.device)
+    evaluator = Evaluator.for_run(run_config, model, data, logger, autocast)
     try:
-        metrics = {**trainer.evaluator(trainer.step), **trainer.position}
-        trainer.evaluator.log_embedding(trainer.step)
-        trainer.evaluator.animations.assemble()  # out_dir's: one frame per checkpoint evaluated there
+        metrics = {**evaluator(step), **position(state["epoch"], step, data.steps_per_epoch)}
+        evaluator.log_embedding(step)
+        evaluator.animations.assemble()  # out_dir's: one frame per checkpoint evaluated there
     finally:
-        trainer.logger.close()
-    write_json(out_dir / METRICS_FILE, {**metrics, "provenance": provenance(trainer.device)})
+        logger.close()
+    write_json(out_dir / METRICS_FILE, {**metrics, "provenance": provenance(data.x_train.device)})
     log_final(metrics)
-    log_results(out_dir, trainer.logger.enabled)
+    log_results(out_dir, logger.enabled)
     return metrics
 
 

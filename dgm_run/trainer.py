@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -27,55 +28,56 @@ from dgm_run.errors import Interrupted, UserError
 from dgm_run.evaluate import Evaluator
 from dgm_run.graph import use_cuda_graph
 from dgm_run.metrics import headline
-from dgm_run.models.base import GenerativeModel
-from dgm_run.optim import PhaseOptimizers
-from dgm_run.step import LossMeter, TrainStep
+from dgm_run.models.base import GenerativeModel, ScheduleEntry
+from dgm_run.optim import PhaseOptimizers, build_optimizer
+from dgm_run.step import LossMeter, StepFunction, TrainStep
 from dgm_run.tensorboard import TensorBoardLogger
 
 log = logging.getLogger(__name__)
 
 
+def position(epoch: int, step: int, steps_per_epoch: int) -> dict[str, int]:
+    """Where training stands, saved beside the metrics (a curve's epoch is step / steps_per_epoch)."""
+    return {"epoch": epoch, "step": step, "steps_per_epoch": steps_per_epoch}
+
+
 class Trainer:
     def __init__(
-        self, cfg: RunConfig, model: GenerativeModel, data: DeviceData, run_dir: Path, logger: TensorBoardLogger
+        self,
+        run_config: RunConfig,
+        model: GenerativeModel,
+        data: DeviceData,
+        run_dir: Path,
+        logger: TensorBoardLogger,
     ) -> None:
-        self.cfg, self.tcfg = cfg, cfg.trainer
+        self.run_config, self.settings = run_config, run_config.trainer
         self.model, self.data, self.logger = model, data, logger
         self.device = data.x_train.device
         self.checkpoint_path = run_dir / "checkpoints" / "last.pt"
-        schedule = cfg.model.schedule
-        self.cuda_graph = use_cuda_graph(self.tcfg.cuda_graph, self.tcfg.compile, self.device)
-        self.autocast = configure_precision(self.tcfg.precision, self.device, self.cuda_graph)
-        self.phase_optimizers = PhaseOptimizers(model, schedule, cfg.optimizer, capturable=self.cuda_graph)
+        # Whether the training step is captured as a CUDA graph: decided here only; the optimizers, the
+        # precision and every step this trainer builds (step_for too) follow it.
+        self.cuda_graph = use_cuda_graph(self.settings.cuda_graph, self.settings.compile, self.device)
+        self.autocast = configure_precision(self.settings.precision, self.device, self.cuda_graph)
+        self.phase_optimizers = PhaseOptimizers(model, model.schedule, run_config.optimizer, capturable=self.cuda_graph)
         self.optimizers, self.schedulers = self.phase_optimizers.optimizers, self.phase_optimizers.schedulers
         self.progress = Progress(self.device)
         self.meter = LossMeter(list(self.optimizers), self.progress)
-        self.step_functions = TrainStep(
+        self.scheduled_step = TrainStep(
             model,
             self.optimizers,
-            schedule,
-            cfg.model.simultaneous,
+            model.schedule,
+            model.simultaneous,
             self.meter,
             self.autocast,
-            self.tcfg.compile,
+            self.settings.compile,
             self.cuda_graph,
         )
-        self.evaluator = Evaluator(
-            model,
-            data,
-            logger,
-            cfg.logger,
-            cfg.seed,
-            self.tcfg.eval_batch_size,
-            self.autocast,
-            progress_bar=self.tcfg.progress_bar,
-            fid_samples=self.tcfg.eval_fid_samples,
-        )
-        self.best = BestCheckpoint(self.tcfg, self.checkpoint_path.with_name("best.pt"), data.eval_sets())
+        self.evaluator = Evaluator.for_run(run_config, model, data, logger, self.autocast)
+        self.best = BestCheckpoint(self.settings, self.checkpoint_path.with_name("best.pt"), data.eval_sets())
         self.steps_per_epoch = data.steps_per_epoch
-        self.total_steps = self.tcfg.max_epochs * self.steps_per_epoch
-        if self.tcfg.max_steps is not None:
-            self.total_steps = min(self.total_steps, self.tcfg.max_steps)
+        self.total_steps = self.settings.max_epochs * self.steps_per_epoch
+        if self.settings.max_steps is not None:
+            self.total_steps = min(self.total_steps, self.settings.max_steps)
         # Progress, all saved in checkpoints.
         self.epoch = self.step = self.batch_in_epoch = 0
         self.plan: Optional[EpochPlan] = None
@@ -109,14 +111,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        try:
+        with checkpoint.fitting(self.checkpoint_path, "model or optimizers"):
             self.model.load_state_dict(state["model"])
             self.phase_optimizers.load_state_dict(state)
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise UserError(
-                f"checkpoint {self.checkpoint_path} does not fit this run's model or optimizers "
-                f"({str(err).splitlines()[0]})"
-            ) from None
         self.epoch, self.step, self.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
         plan = state["plan"]
         self.plan = (
@@ -140,7 +137,7 @@ class Trainer:
 
     def _checkpoint_due(self) -> bool:
         """trainer.checkpoint_every_minutes have passed since the last checkpoint (or the start)."""
-        minutes = self.tcfg.checkpoint_every_minutes
+        minutes = self.settings.checkpoint_every_minutes
         return minutes is not None and time.monotonic() - self._checkpointed_at >= 60 * minutes
 
     # ------------------------------------------------------------- training
@@ -154,7 +151,7 @@ class Trainer:
                     total=self.total_steps,
                     initial=self.step,
                     desc="train",
-                    disable=not self.tcfg.progress_bar,
+                    disable=not self.settings.progress_bar,
                     dynamic_ncols=True,
                 ) as bar,
             ):
@@ -182,24 +179,25 @@ class Trainer:
             self.batch_in_epoch += 1
             self.step += 1
             bar.update()
-            if self.step % self.tcfg.log_every_steps == 0:
+            if self.step % self.settings.log_every_steps == 0:
                 bar.set_postfix(self.log_train(), refresh=False)
             if self._signal is not None:
                 self.save_checkpoint()
                 raise Interrupted(self._signal, self.step)
             if self._checkpoint_due() or (
-                self.tcfg.checkpoint_every_steps is not None and self.step % self.tcfg.checkpoint_every_steps == 0
+                self.settings.checkpoint_every_steps is not None
+                and self.step % self.settings.checkpoint_every_steps == 0
             ):
                 self.save_checkpoint()
             self.train_seconds += time.perf_counter() - started
-            if self.tcfg.max_minutes is not None and self.train_seconds >= 60 * self.tcfg.max_minutes:
-                log.info("trainer.max_minutes=%g reached at step %d", self.tcfg.max_minutes, self.step)
+            if self.settings.max_minutes is not None and self.train_seconds >= 60 * self.settings.max_minutes:
+                log.info("trainer.max_minutes=%g reached at step %d", self.settings.max_minutes, self.step)
                 self.total_steps = self.step
         if self.batch_in_epoch == self.steps_per_epoch:
             self.epoch += 1
             self.plan = None
             self.phase_optimizers.end_epoch()
-            evaluated = self.epoch % self.tcfg.eval_every_epochs == 0 or self.step >= self.total_steps
+            evaluated = self.epoch % self.settings.eval_every_epochs == 0 or self.step >= self.total_steps
             if evaluated:
                 self.evaluate()
             if self.on_epoch_end is not None and self.on_epoch_end(self):
@@ -208,10 +206,30 @@ class Trainer:
                 self.save_checkpoint()
 
     def train_step(self, batch: Batch) -> None:
-        """One pass of the active schedule over a batch: each phase steps only its own optimizer."""
+        """One training step on `batch` as training runs it: one pass of the schedule's entries active in this
+        epoch, each phase stepping only its own optimizer (captured as a CUDA graph when `cuda_graph`).
+        The loop calls it on every batch; a script may call it to time the step."""
         self.progress.update(self.step, self.steps_per_epoch, self.total_steps)
         batch.progress = self.progress
-        self.step_functions.for_epoch(self.epoch)(batch)
+        self.scheduled_step.for_epoch(self.epoch)(batch)
+
+    def step_for(self, module: nn.Module, phase: str) -> StepFunction:
+        """A training step of another module that has the model contract's `loss(phase, batch)` (a benchmark's
+        reference implementation): one step of `phase` with an optimizer of its own over the module's
+        parameters, built from optimizer.*, at this trainer's precision, torch.compile and CUDA graph. Its loss
+        terms are not kept: it trains nothing of this run."""
+        optimizer = build_optimizer(list(module.parameters()), self.run_config.optimizer, phase, self.cuda_graph)
+        steps = TrainStep(
+            module,
+            {phase: optimizer},
+            [ScheduleEntry(phase)],
+            False,
+            None,
+            self.autocast,
+            self.settings.compile,
+            self.cuda_graph,
+        )
+        return steps.for_epoch(0)
 
     def _check_finite(self) -> None:
         for phase, step in self.meter.first_bad_steps().items():
@@ -240,8 +258,7 @@ class Trainer:
 
     @property
     def position(self) -> dict[str, int]:
-        """Where training stands, saved beside the metrics (a curve's epoch is step / steps_per_epoch)."""
-        return {"epoch": self.epoch, "step": self.step, "steps_per_epoch": self.steps_per_epoch}
+        return position(self.epoch, self.step, self.steps_per_epoch)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum  # acted on at the end of the current batch

@@ -7,13 +7,21 @@ trainer default; configs/trainer/*.yaml hold only what differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from dgm_run.checks import check, check_choice, check_positive
 from dgm_run.data.base import MAX_REFERENCE
 
-# trainer.compile: off, or a mode of torch.compile.
-COMPILE_MODES = ("false", "default", "reduce-overhead", "max-autotune-no-cudagraphs")
+# The modes of torch.compile that trainer.compile takes, beside false (off) and true (the mode "default").
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
+
+
+def as_bool(value: Union[bool, str]) -> Union[bool, str]:
+    """A boolean for true or false, also when written as a word: a config.yaml saved when trainer.compile and
+    trainer.cuda_graph were strings holds 'false'; other values as they are."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
 
 
 @dataclass
@@ -35,17 +43,17 @@ class TrainerConfig:
     checkpoint_every_minutes: Optional[float] = 1.0
     checkpoint_every_steps: Optional[int] = None
     log_every_steps: int = 50
-    # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass: on a CPU with
-    # native bf16 (AVX512-BF16/AMX) an ADGM step took 0.74x the time, but ADGM's test error was
-    # 1.8 points worse over three seeds (README, "Speed"), so it is opt-in.
+    # auto: TF32 matmuls on CUDA, plain fp32 on CPU. bf16 autocasts the forward pass: faster on a CPU with
+    # native bf16 (AVX512-BF16/AMX), but it costs ADGM test accuracy (README, "Speed"), so it is opt-in.
     precision: str = "auto"
-    # torch.compile of the loss in a mode (default, reduce-overhead, max-autotune-no-cudagraphs), or
-    # false. Off by default: on CPU it gained nothing consistent (-3 % to +5 % per step, plus 6-35 s of
-    # compiling); not yet measured on a GPU. true means the default mode.
-    compile: str = "false"
+    # torch.compile of the loss: false (off), true (torch's default mode) or a mode of COMPILE_MODES; after
+    # validation, false or the mode. Off by default: on CPU it gained nothing consistent, and compiling
+    # delays the first step (README, "Speed").
+    compile: Union[bool, str] = False
     # Capture the whole training step as one CUDA graph and replay it (the step of these small networks
-    # is bound by kernel launches); auto: on CUDA, off on CPU.
-    cuda_graph: str = "auto"
+    # is bound by kernel launches): true, false, or auto (on CUDA, unless compile's mode captures graphs
+    # itself; graph.use_cuda_graph).
+    cuda_graph: Union[bool, str] = "auto"
     # Bars for training and for every evaluation (what it computes, examples done).
     progress_bar: bool = True
     # Importance samples of the evaluation's log-likelihood in place of the model's own `model.iw_samples`
@@ -99,14 +107,21 @@ class TrainerConfig:
         for key in ("max_minutes", "checkpoint_every_minutes"):
             value = getattr(self, key)
             check(value is None or value > 0, key, f"must be > 0 (got {value})")
-        # YAML's true/false reach a str field as "True"/"False".
-        self.compile, self.cuda_graph = self.compile.lower(), self.cuda_graph.lower()
-        if self.compile == "true":
+        self.compile, self.cuda_graph = as_bool(self.compile), as_bool(self.cuda_graph)
+        if self.compile is True:
             self.compile = "default"
-        check_choice(self, "compile", COMPILE_MODES)
-        check_choice(self, "cuda_graph", ("auto", "true", "false"))
         check(
-            not (self.compile == "reduce-overhead" and self.cuda_graph == "true"),
+            self.compile is False or self.compile in COMPILE_MODES,
+            "compile",
+            f"'{self.compile}' is not allowed; choose one of false, true, {', '.join(COMPILE_MODES)}",
+        )
+        check(
+            isinstance(self.cuda_graph, bool) or self.cuda_graph == "auto",
+            "cuda_graph",
+            f"'{self.cuda_graph}' is not allowed; choose one of auto, true, false",
+        )
+        check(
+            not (self.compile == "reduce-overhead" and self.cuda_graph is True),
             "compile",
             "reduce-overhead captures CUDA graphs of its own; with trainer.cuda_graph=true use default or "
             "max-autotune-no-cudagraphs",

@@ -18,7 +18,7 @@ experiment config, `experiment=adgm_mnist`, ...), on synthetic uint8 digits of M
   times it with M1's pass over every batch.
 - FLOPs per step: `torch.utils.flop_counter.FlopCounterMode` around one whole step (every
   phase of the schedule, forward and backward; the optimizer's element-wise work counts 0).
-- evaluation: the trainer's own averaging of `model.predict` and `model.evaluate` (`average_metrics`:
+- evaluation: the trainer's own averaging of `model.predict` and `model.evaluate` (`Evaluator.held_out_metrics`:
   test error, the importance-weighted log-likelihood, ...) over `--eval-digits` test digits in
   batches of trainer.eval_batch_size: digits/s (median of 3 passes after one), FLOPs per digit
   and the share of the matmul rate, to set beside the training step's.
@@ -32,12 +32,13 @@ On a GPU the trainer captures its step as one CUDA graph (trainer.cuda_graph=aut
 then also times the same model's eager step (a second trainer with trainer.cuda_graph=false) and
 reports the graph's speed-up; the reference is timed captured and eager alike.
 
-The reference (M2, ADGM, SDGM) is `dgm_run.models.straightforward`: the textbook exact sum over
+The reference (M2, ADGM, SDGM) is `straightforward.py`, beside this script: the textbook exact sum over
 y, every unlabelled x tiled over the labels and one-hot y concatenated to every first layer, so
 that q(a|x) and every first layer are recomputed for each of the K labels. Its parameters are
 copies of the real model's and it draws its noise in the same order, so with the same seed it
 gives the same loss: the script records the largest difference over every loss term. The
-reference trains its own copy with its own optimizer.
+reference trains its own copy with its own optimizer (`Trainer.step_for`: the trainer's precision,
+torch.compile and CUDA graph).
 """
 
 from __future__ import annotations
@@ -55,14 +56,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dgm_run import report as reports
+from dgm_run.commands.straightforward import compare, reference_for
 from dgm_run.composition import compose
 from dgm_run.contract import Batch
-from dgm_run.data.base import DeviceData, Splits
-from dgm_run.graph import CapturedStep
-from dgm_run.models.straightforward import StraightforwardSemiSupervised, compare, reference_for
-from dgm_run.optim import build_optimizer
+from dgm_run.data.base import Splits
 from dgm_run.train import build as build_trainer
-from dgm_run.trainer import Trainer
 from dgm_run.trainer_config import COMPILE_MODES
 
 # Paper-sized networks and batches: the experiment file <model>_mnist (vae: M1's 784-500-500-50 on MNIST).
@@ -122,23 +120,6 @@ def overrides(name: str, args: argparse.Namespace) -> list[str]:
     )
 
 
-def reference_step(ref: StraightforwardSemiSupervised, trainer: Trainer) -> Callable[[Batch], None]:
-    """One step of the reference with its own optimizer, and autocast, torch.compile and the CUDA graph
-    as the trainer's."""
-    optimizer = build_optimizer(list(ref.parameters()), trainer.cfg.optimizer, "elbo", trainer.cuda_graph)
-    mode = trainer.tcfg.compile
-    loss = ref.loss if mode == "false" else torch.compile(ref.loss, mode=mode)
-
-    def step(batch: Batch) -> None:
-        ref.zero_grad(set_to_none=True)
-        with trainer.autocast:
-            terms = loss("elbo", batch)
-        terms["loss"].backward()
-        optimizer.step()
-
-    return CapturedStep(step, capture=True) if trainer.cuda_graph else step
-
-
 # ---------------------------------------------------------------------- measuring
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -155,8 +136,7 @@ def count_flops(step: Callable[[Batch], None], batch: Batch) -> int:
 
 def time_interleaved(
     steps: dict[str, Callable[[Batch], None]],
-    data: DeviceData,
-    device: torch.device,
+    trainer: Any,
     warmup: int,
     windows: int,
     steps_per_window: int,
@@ -166,7 +146,9 @@ def time_interleaved(
     the matmul rate between rounds. The windows take turns (a round: one window of each, then one
     matmul burst), so that a machine whose speed drifts (a shared host) slows every one alike.
     Each window starts with one untimed step: in training a step follows a step of its own kind,
-    not the other function's or the matmul's, which leave the caches full of their own data."""
+    not the other function's or the matmul's, which leave the caches full of their own data. `trainer`:
+    what dgm_run.train.build returned, whose data and device the steps run on."""
+    data, device = trainer.data, trainer.device
     plan, i = data.plan_epoch(), 0
 
     def next_batch() -> Batch:  # batches fetched as training does
@@ -193,22 +175,19 @@ def time_interleaved(
     return seconds, rates
 
 
-def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[str, Any]:
-    """The trainer's test metrics (its evaluator's average_metrics: model.predict and evaluate in eval_batch_size
-    batches, summed on the device) on the first n_digits test digits: seconds per pass (median of
-    `repeats` after one untimed, which counts the FLOPs of a pass)."""
+def time_evaluation(trainer: Any, n_digits: int, repeats: int = 3) -> dict[str, Any]:
+    """The trainer's test metrics (its evaluator's held_out_metrics: model.predict and evaluate in
+    eval_batch_size batches, summed on the device) on the first n_digits test digits: seconds per pass
+    (median of `repeats` after one untimed, which counts the FLOPs of a pass)."""
     evaluator = trainer.evaluator
     x, y = trainer.data.x_test[:n_digits], trainer.data.y_test[:n_digits]
-    trainer.model.eval()
-    with torch.no_grad(), trainer.autocast:
-        with FlopCounterMode(display=False) as counter:  # also the warm-up pass
-            evaluator.average_metrics("eval", x, y)
-        seconds = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            evaluator.average_metrics("eval", x, y)  # returns floats: the device has finished
-            seconds.append(time.perf_counter() - started)
-    trainer.model.train()
+    with FlopCounterMode(display=False) as counter:  # also the warm-up pass
+        evaluator.held_out_metrics(x, y)
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        evaluator.held_out_metrics(x, y)  # returns floats: the device has finished
+        seconds.append(time.perf_counter() - started)
     median = statistics.median(seconds)
     flops = int(counter.get_total_flops())
     return {
@@ -222,18 +201,19 @@ def time_evaluation(trainer: Trainer, n_digits: int, repeats: int = 3) -> dict[s
     }
 
 
-def profile(
-    step: Callable[[Batch], None], data: DeviceData, device: torch.device, steps: int, top: int
-) -> list[dict[str, Any]]:
-    """The `top` operations by time spent in them (self time), over `steps` steps, with their share."""
+def profile(trainer: Any, steps: int, top: int) -> list[dict[str, Any]]:
+    """The `top` operations of the trainer's step by time spent in them (self time), over `steps` steps, with
+    their share."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
+
+    data, device = trainer.data, trainer.device
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     plan = data.plan_epoch()
     with torch_profile(activities=activities) as prof:
         for i in range(steps):
-            step(data.batch(plan, i % data.steps_per_epoch))
+            trainer.train_step(data.batch(plan, i % data.steps_per_epoch))
         sync(device)
     attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = [e for e in prof.key_averages() if getattr(e, attr) > 0 and not e.key.startswith("ProfilerStep")]
@@ -297,10 +277,9 @@ def figures(flops: int, seconds: list[float], samples: int, peak: float, steps_p
 LABELS = {"eager": "eager", "reference": "reference", "reference_eager": "reference, eager"}
 
 
-def bench_model(
-    name: str, args: argparse.Namespace, trainer: Trainer, rate: MatmulRate, eager: Optional[Trainer]
-) -> dict[str, Any]:
-    """`eager`: the same model's trainer without the CUDA graph, when `trainer` captures its step."""
+def bench_model(name: str, args: argparse.Namespace, trainer: Any, rate: MatmulRate, eager: Any) -> dict[str, Any]:
+    """`trainer`: what dgm_run.train.build returned; `eager`: the same model's trainer without the CUDA graph
+    when `trainer` captures its step, else None."""
     started = time.perf_counter()
     data, model = trainer.data, trainer.model
     samples = data.samples_per_step
@@ -311,17 +290,13 @@ def bench_model(
     ref = reference_for(model)
     if ref is not None:
         check = compare(model, ref, batch, autocast=trainer.autocast)  # before any step: the same parameters
-        steps["reference"] = reference_step(ref, trainer)
+        steps["reference"] = trainer.step_for(ref, "elbo")
         if eager is not None:
-            steps["reference_eager"] = reference_step(reference_for(eager.model), eager)
+            steps["reference_eager"] = eager.step_for(reference_for(eager.model), "elbo")
     flops = {kind: count_flops(step, batch) for kind, step in steps.items()}
-    seconds, rates = time_interleaved(
-        steps, data, trainer.device, args.warmup, args.windows, args.steps_per_window, rate.burst
-    )
+    seconds, rates = time_interleaved(steps, trainer, args.warmup, args.windows, args.steps_per_window, rate.burst)
     peak = statistics.median(rates)
-    top = (
-        profile(trainer.train_step, data, trainer.device, args.steps_per_window, args.profile) if args.profile else None
-    )
+    top = profile(trainer, args.steps_per_window, args.profile) if args.profile else None
     evaluation = time_evaluation(trainer, args.eval_digits)
     evaluation["share_of_matmul"] = evaluation["flop_per_s"] / rate.burst()
     result = {
@@ -332,7 +307,7 @@ def bench_model(
         "batch_size": data.batch_size,
         "labelled_batch_size": data.labelled_batch_size,
         "samples_per_step": samples,
-        "phases": [(e.phase, e.steps) for e in trainer.cfg.model.schedule],
+        "phases": [(e.phase, e.steps) for e in model.schedule],
         "matmul_flop_per_s": peak,
         "window_matmul_flop_per_s": rates,
         **figures(flops["real"], seconds["real"], samples, peak, data.steps_per_epoch),
@@ -469,7 +444,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--compile",
-        choices=COMPILE_MODES,
+        choices=("false", *COMPILE_MODES),
         default="false",
         help="trainer.compile: a torch.compile mode (default false), for the reference path too",
     )

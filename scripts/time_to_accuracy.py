@@ -27,9 +27,7 @@ from dgm_run import report as reports
 from dgm_run.composition import compose
 from dgm_run.errors import UserError
 from dgm_run.metrics import headline
-from dgm_run.models.semi_supervised.family import SemiSupervisedModel
 from dgm_run.train import build
-from dgm_run.trainer import Trainer
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
@@ -70,8 +68,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     curve: list[dict[str, float]] = []
     reached: dict[float, dict[str, float]] = {}
 
-    def measure(trainer: Trainer) -> bool:
-        """After an epoch's evaluation: its test accuracy on the curve; True (stop) once every target is reached."""
+    def measure(trainer: Any) -> bool:
+        """The trainer's on_epoch_end: after an epoch's evaluation, its test accuracy on the curve; True (stop) once
+        every target is reached."""
         if trainer.evaluated_step != trainer.step:
             return False
         point = {
@@ -98,7 +97,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             trainer = build(compose(overrides), Path(tmp))
         except UserError as err:
             sys.exit(f"time_to_accuracy: error: {err}")
-        if not isinstance(trainer.model, SemiSupervisedModel):
+        if not trainer.model.needs_labels:  # the models that learn from labels classify
             sys.exit(f"time_to_accuracy: error: --experiment {args.experiment} is not a semi-supervised classifier")
         trainer.on_epoch_end = measure
         final = trainer.fit()

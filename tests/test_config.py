@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dgm_run.composition import compose
 from dgm_run.config import GROUP_SCHEMAS, complete, target_class, validate
+from dgm_run.errors import UserError
 from dgm_run.train import CONFIG_FILE, resumed_config
 from tests.conftest import REPO, config_options
 
@@ -103,6 +104,29 @@ def test_trainer_defaults_are_what_runs_got_before():
     assert (trainer.max_epochs, trainer.eval_every_epochs, trainer.batch_size) == (20, 5, 100)
 
 
+@pytest.mark.parametrize(
+    "overrides,compile,cuda_graph",
+    [
+        ([], False, "auto"),
+        (["trainer.compile=true", "trainer.cuda_graph=false"], "default", False),
+        (["trainer.compile=max-autotune-no-cudagraphs", "trainer.cuda_graph=true"], "max-autotune-no-cudagraphs", True),
+        # As a config.yaml saved when both keys were strings holds them.
+        (["trainer.compile='false'", "trainer.cuda_graph='True'"], False, True),
+    ],
+)
+def test_compile_and_cuda_graph_are_booleans_or_their_choices(overrides, compile, cuda_graph):
+    trainer = validate(compose(overrides)).trainer
+    assert trainer.compile == compile and type(trainer.compile) is type(compile)
+    assert trainer.cuda_graph == cuda_graph and type(trainer.cuda_graph) is type(cuda_graph)
+
+
+def test_a_cuda_graph_setting_outside_its_choices_is_refused():
+    with pytest.raises(
+        UserError, match="trainer.cuda_graph: 'sometimes' is not allowed; choose one of auto, true, false"
+    ):
+        validate(compose(["trainer.cuda_graph=sometimes"]))
+
+
 @pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS for p in options(g)])
 def test_composed_config_holds_every_schema_default(group, option):
     cfg = compose([f"{group}={option}"])
@@ -182,5 +206,7 @@ def test_unknown_model_key_lists_every_key_of_the_model(cli, tmp_path):
 def test_an_entry_of_a_typed_map_can_be_added():
     """optimizer.phases maps phases to PhaseOptimizerConfig; OmegaConf cannot add an entry to such a typed
     map from an override, so Hydra composes it as an open map and validate() checks the entries."""
-    rc = validate(compose(["model=avb", "+optimizer.phases.adversary.lr=1e-4", "+optimizer.phases.primal={lr: 2e-4}"]))
-    assert rc.optimizer.phases["adversary"].lr == 1e-4 and rc.optimizer.phases["primal"].lr == 2e-4
+    run_config = validate(
+        compose(["model=avb", "+optimizer.phases.adversary.lr=1e-4", "+optimizer.phases.primal={lr: 2e-4}"])
+    )
+    assert run_config.optimizer.phases["adversary"].lr == 1e-4 and run_config.optimizer.phases["primal"].lr == 2e-4

@@ -134,7 +134,7 @@ def test_trainer_steps_of_each_phase_change_only_its_own_parameters(tmp_path):
     for phase in trainer.optimizers:
         own = {id(p) for p in model.phase_parameters(phase)}
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        trainer.step_functions.run_phases([phase], batch)
+        trainer.scheduled_step.run_phases([phase], batch)
         for name, p in model.named_parameters():
             assert (not torch.equal(before[name], p.detach())) == (id(p) in own), (phase, name)
 

@@ -69,14 +69,14 @@ def test_test_binarize_is_validated_with_its_key():
 
 def test_mean_held_out_sets_stay_grey_and_are_drawn_afresh():
     data, grey = digits(test_binarize="mean", test_binarizations=3)
-    assert torch.equal(data.x_test, grey) and data.held_out_draws == 3
-    first, second = data.held_out_draw(data.x_test[:50]), data.held_out_draw(data.x_test[:50])
+    assert torch.equal(data.x_test, grey) and data.held_out_binarizations == 3
+    first, second = data.binarized_held_out(data.x_test[:50]), data.binarized_held_out(data.x_test[:50])
     assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)
     for protocol in ("once", "grey"):  # the held-out sets as stored, one draw
         stored, _ = digits(test_binarize=protocol)
-        assert stored.held_out_draws == 1 and stored.held_out_draw(stored.x_test) is stored.x_test
+        assert stored.held_out_binarizations == 1 and stored.binarized_held_out(stored.x_test) is stored.x_test
     plain, _ = digits(test_binarize="mean", binarize=False)  # grey data everywhere: nothing to draw
-    assert plain.held_out_draws == 1 and plain.held_out_draw(plain.x_test) is plain.x_test
+    assert plain.held_out_binarizations == 1 and plain.binarized_held_out(plain.x_test) is plain.x_test
 
 
 def test_mean_protocol_averages_the_metrics_and_classifies_by_the_mean_prediction(tmp_path):
@@ -101,7 +101,7 @@ def test_mean_protocol_averages_the_metrics_and_classifies_by_the_mean_predictio
     torch.manual_seed(1)  # the same four draws, by hand
     probs, log_likelihoods = [], []
     for _ in range(4):
-        drawn = data.held_out_draw(x)
+        drawn = data.binarized_held_out(x)
         assert set(drawn.unique().tolist()) == {0.0, 1.0}
         probs.append(model.predict(drawn))
         log_likelihoods.append(model.evaluate(drawn, y)["log_likelihood"])

@@ -29,7 +29,7 @@ ADGM = [
 def drive(trainer, batches: int, wrap=None) -> None:
     """Train `batches` batches as Trainer.train_step does, through `wrap(step function)` when given."""
     plan = trainer.data.plan_epoch()
-    step_fn = trainer.step_functions.for_epoch(0)
+    step_fn = trainer.scheduled_step.for_epoch(0)
     step_fn = wrap(step_fn) if wrap else step_fn
     for i in range(batches):
         batch = trainer.data.batch(plan, i)
@@ -56,11 +56,11 @@ def test_step_on_fixed_tensors_gives_the_trainers_numbers(tmp_path, model):
 def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path):
     cfg = two_player_cfg("optimizer.lr_decay=0.5")
     trainer = build_trainer(cfg, tmp_path)
-    schedule, ocfg = trainer.cfg.model.schedule, trainer.cfg.optimizer
+    schedule, ocfg = trainer.model.schedule, trainer.run_config.optimizer
     optimizers = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
     lr = optimizers.optimizers["primal"].param_groups[0]["lr"]
     assert isinstance(lr, torch.Tensor) and optimizers.optimizers["primal"].defaults["capturable"]
-    trainer.step_functions.optimizers = optimizers.optimizers
+    trainer.scheduled_step.optimizers = optimizers.optimizers
     drive(trainer, 2)
     optimizers.end_epoch()
     # The decay writes into the tensor the step reads (a captured graph holds that tensor).
@@ -103,7 +103,7 @@ def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path)
 def test_a_plain_optimizer_keeps_numbers_after_loading_a_capturable_ones_checkpoint(tmp_path):
     """A run captured on a GPU and resumed eagerly (say, on a CPU) gets plain-number rates back."""
     trainer = build_trainer(two_player_cfg(), tmp_path)
-    schedule, ocfg = trainer.cfg.model.schedule, trainer.cfg.optimizer
+    schedule, ocfg = trainer.model.schedule, trainer.run_config.optimizer
     capturable = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
     plain = PhaseOptimizers(trainer.model, schedule, ocfg)
     plain.load_state_dict(capturable.state_dict())
@@ -117,10 +117,10 @@ def test_cuda_graph_settings_are_checked(tmp_path):
             run(compose_cfg(*TINY, "trainer.cuda_graph=true"), tmp_path)
     with pytest.raises(UserError, match="trainer.compile: reduce-overhead captures CUDA graphs of its own"):
         run(compose_cfg(*TINY, "trainer.compile=reduce-overhead", "trainer.cuda_graph=true"), tmp_path)
-    with pytest.raises(UserError, match="trainer.compile: 'fast' is not allowed; choose one of false, default"):
+    with pytest.raises(UserError, match="trainer.compile: 'fast' is not allowed; choose one of false, true, default"):
         run(compose_cfg(*TINY, "trainer.compile=fast"), tmp_path)
     trainer = build_trainer(compose_cfg(*TINY, "trainer.compile=true"), tmp_path / "ok")
-    assert trainer.tcfg.compile == "default" and not trainer.cuda_graph
+    assert trainer.settings.compile == "default" and not trainer.cuda_graph
 
 
 # ------------------------------------------------------------------------------------ on a GPU
@@ -134,7 +134,7 @@ def test_graph_replays_equal_eager_steps(tmp_path):
     for trainer in (eager, graphed):
         torch.manual_seed(3)
         drive(trainer, 7)
-    assert graphed.step_functions.for_epoch(0).graph is not None
+    assert graphed.scheduled_step.for_epoch(0).graph is not None
     for (name, a), b in zip(eager.model.state_dict().items(), graphed.model.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
@@ -208,7 +208,7 @@ def test_a_model_that_draws_random_numbers_replays_as_its_eager_steps(tmp_path):
     for trainer in trainers.values():
         torch.manual_seed(5)
         drive(trainer, 8)
-    assert trainers[True].step_functions.for_epoch(0).graph is not None
+    assert trainers[True].scheduled_step.for_epoch(0).graph is not None
     eager, graphed = (trainers[g].model.state_dict() for g in (False, True))
     for name in eager:
         torch.testing.assert_close(graphed[name], eager[name], rtol=1e-4, atol=1e-5, msg=name)
@@ -277,7 +277,7 @@ def test_m1m2_captures_its_m2_step_at_the_schedule_switch_and_keeps_training(tmp
     trainer = build_trainer(cfg, tmp_path)
     m2_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not n.startswith("m1.")}
     metrics = trainer.fit()
-    steps = list(trainer.step_functions._functions.values())
+    steps = list(trainer.scheduled_step._functions.values())
     assert len(steps) == 2 and all(step.graph is not None for step in steps)
     assert any(not torch.equal(p.detach(), m2_before[n]) for n, p in trainer.model.named_parameters() if n in m2_before)
     assert 0 <= metrics["eval/error"] < 0.9
@@ -303,7 +303,7 @@ def test_bf16_and_compile_compose_with_the_graph(tmp_path, setting):
             tmp_path / name,
         )
         results[name] = trainer.fit()["eval/elbo"]
-        assert trainer.step_functions.for_epoch(0).graph is not None
+        assert trainer.scheduled_step.for_epoch(0).graph is not None
     assert torch.isfinite(torch.tensor(results["with"])) and abs(results["with"] - results["plain"]) < 10
 
 

@@ -170,7 +170,7 @@ def test_threads_and_evaluation_samples_are_trainer_keys(tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
-    assert trainer.model.cfg.iw_samples == 7 and trainer.cfg.model.iw_samples == 7
+    assert trainer.model.cfg.iw_samples == 7 and trainer.run_config.model.iw_samples == 7
     # A model without importance samples has nothing to override (a sweep over mixed models may set it).
     build(
         compose_cfg(

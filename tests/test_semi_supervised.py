@@ -42,10 +42,10 @@ def log_weight(model, x: torch.Tensor, labels: Labels) -> torch.Tensor:
 
 def exact_sum_against_the_textbook(model) -> dict[str, float]:
     """The model's loss terms (the exact sum over y of labels.py: what does not depend on y computed once
-    per x) against the textbook exact sum of dgm_run.models.straightforward (x tiled over the labels,
+    per x) against the textbook exact sum of dgm_run.commands.straightforward (x tiled over the labels,
     one-hot y concatenated to every first layer, q(a|x) on every row) at the same parameters and seed."""
+    from dgm_run.commands.straightforward import compare, reference_for
     from dgm_run.contract import Batch
-    from dgm_run.models.straightforward import compare, reference_for
 
     batch = Batch(
         x=torch.bernoulli(torch.full((5, 1, 4, 4), 0.4)),
@@ -232,8 +232,8 @@ def test_m1m2_reuses_a_trained_vae(tmp_path):
     from dgm_run.config import target_class, validate
     from dgm_run.train import load_pretrained
 
-    rc = validate(cfg)
-    model = target_class(cfg.model, "model")(rc.model, DataSpec((1, 8, 8), 4, True, 800, 20))
+    run_config = validate(cfg)
+    model = target_class(cfg.model, "model")(run_config.model, DataSpec((1, 8, 8), 4, True, 800, 20))
     load_pretrained(model)
     trained = torch.load(ckpt, weights_only=True)["model"]
     assert torch.equal(model.m1.encoder[0].weight, trained["encoder.0.weight"])
@@ -419,10 +419,12 @@ def test_m1m2_paper_experiment_batches_repeat_exactly_every_epoch():
     from dgm_run.config import validate
     from dgm_run.data.base import DeviceData, Splits
 
-    rc = validate(compose_cfg("experiment=m1m2_mnist"))
+    run_config = validate(compose_cfg("experiment=m1m2_mnist"))
     x = torch.randint(0, 256, (3000, 1, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     y = torch.arange(3000) % 10
-    data = DeviceData(Splits(x, y, x[:10], y[:10], n_classes=10), rc.data, rc.trainer.batch_size, torch.device("cpu"))
+    data = DeviceData(
+        Splits(x, y, x[:10], y[:10], n_classes=10), run_config.data, run_config.trainer.batch_size, torch.device("cpu")
+    )
     epochs = [
         [data.batch(plan, i) for i in range(data.steps_per_epoch)] for plan in (data.plan_epoch(), data.plan_epoch())
     ]

@@ -68,7 +68,7 @@ class DataConfig:
 
 def bernoulli(p: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """A Bernoulli draw per pixel of probabilities p, as uniform < p: the distribution of torch.bernoulli,
-    4x faster on CPU."""
+    whose own kernel is the slower one on CPU."""
     return (torch.rand(p.shape, generator=generator, device=p.device) < p).float()
 
 
@@ -179,7 +179,7 @@ class DeviceData:
             self.y_valid = self.y_valid.to(device)
         # test_binarize=mean: the held-out sets stay grey, and each evaluation draws binarizations of them.
         self.fresh_held_out = cfg.test_binarize == "mean" and cfg.binarize and self.is_image
-        self.held_out_draws = cfg.test_binarizations if self.fresh_held_out else 1
+        self.held_out_binarizations = cfg.test_binarizations if self.fresh_held_out else 1
         self.modes, self.mode_std = splits.modes, splits.mode_std
         self.unit_interval = splits.x_train.dtype == torch.uint8 or bool(
             (splits.x_train.min() >= 0) & (splits.x_train.max() <= 1)
@@ -245,9 +245,9 @@ class DeviceData:
             return x
         return bernoulli(x, generator)
 
-    def held_out_draw(self, x: Tensor) -> Tensor:
+    def binarized_held_out(self, x: Tensor) -> Tensor:
         """A held-out batch as the model is evaluated on it: a fresh binarization of its grey levels under
-        test_binarize=mean (one of held_out_draws), else as stored."""
+        test_binarize=mean (one of held_out_binarizations), else as stored."""
         return bernoulli(x) if self.fresh_held_out else x
 
     def plan_epoch(self) -> EpochPlan:

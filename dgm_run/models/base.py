@@ -92,6 +92,16 @@ class GenerativeModel(nn.Module):
         self.spec = spec
 
     @property
+    def schedule(self) -> list[ScheduleEntry]:
+        """The phases the trainer runs on every batch (model.schedule)."""
+        return self.cfg.schedule
+
+    @property
+    def simultaneous(self) -> bool:
+        """Whether the schedule's entries take their gradients at the same parameters (model.simultaneous)."""
+        return self.cfg.simultaneous
+
+    @property
     def label(self) -> str:
         """The model's name in messages."""
         return type(self).__name__

@@ -11,11 +11,10 @@ from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU}
 LOG_2PI = math.log(2 * math.pi)
-# Network rows per pass of a chunked evaluation (importance samples, draws of a). On a CPU a pass
-# of about 5,000 rows evaluated 1.3-1.6x faster than passes of 20,000-200,000: its activations
-# are reused from the allocator and stay in cache, where a fresh 60 MB+ tensor is page-faulted
-# in on every pass. A GPU wants large passes to stay busy; there the bound is memory (100,000
-# rows of 784 floats are 314 MB per tensor).
+# Network rows per pass of a chunked evaluation (importance samples, draws of a). On a CPU moderate
+# passes beat large ones: their activations are reused from the allocator and stay in cache, where a
+# large fresh tensor is page-faulted in on every pass. A GPU wants large passes to stay busy; there the
+# bound is memory (every tensor of a pass holds rows x features floats).
 EVAL_CHUNK_ROWS = {"cpu": 5_000}
 EVAL_CHUNK_ROWS_DEFAULT = 100_000
 # model.init: default (PyTorch's), glorot (the SDGM authors' Lasagne code), glorot_all (the ADGM code behind the
@@ -100,7 +99,7 @@ def chunks(total: int, rows_each: int, device: torch.device) -> Iterator[int]:
 def bernoulli_log_prob(logits: Tensor, x: Tensor) -> Tensor:
     """log p(x | logits) = x . logits - sum softplus(logits), summed over the last dimension; x in
     [0, 1] broadcasts against logits (one digit, its logits under every label). Fewer passes over
-    the logits than binary_cross_entropy_with_logits, which also copies the broadcast x: 4x faster
+    the logits than binary_cross_entropy_with_logits, which also copies the broadcast x: faster
     without gradients on CPU, as fast with them, and the same gradient, x - sigmoid(logits).
     In float32 even under bf16 autocast, which would otherwise sum 784 terms in bfloat16."""
     logits = logits.float()

@@ -1,5 +1,5 @@
-"""The textbook exact sum over y for M2, ADGM and SDGM: a baseline for scripts/benchmark.py and a
-check of labels.py's exact sum (tests/test_semi_supervised.py).
+"""The textbook exact sum over y for M2, ADGM and SDGM: the baseline of benchmark.py, beside it, and a
+check of the models' own exact sum (tests/test_semi_supervised.py).
 
 Every unlabelled x is tiled over the K labels, the labelled x keep their own labels, and all rows
 go through the networks at once; one-hot y is concatenated to every first layer that sees it, and
