@@ -166,7 +166,10 @@ def target_class(node: DictConfig, section: str) -> type:
     try:
         return hydra.utils.get_class(target)
     except Exception as err:  # hydra wraps import errors in its own types
-        raise UserError(f"{section}._target_: cannot import '{target}' ({str(err).splitlines()[0]})") from None
+        raise UserError(
+            f"{section}._target_: cannot import '{target}' ({str(err).splitlines()[0]}); the files of "
+            f"configs/{section}/ name each class's current path (a run saved by an older dgm-run may name an old one)"
+        ) from None
 
 
 def section_schema(cfg: DictConfig, name: str) -> type:

@@ -210,3 +210,20 @@ def test_an_entry_of_a_typed_map_can_be_added():
         compose(["model=avb", "+optimizer.phases.adversary.lr=1e-4", "+optimizer.phases.primal={lr: 2e-4}"])
     )
     assert run_config.optimizer.phases["adversary"].lr == 1e-4 and run_config.optimizer.phases["primal"].lr == 2e-4
+
+
+def test_a_target_that_cannot_be_imported_is_one_line_that_says_where_the_paths_are(tmp_path):
+    """A run saved before the models moved into their family packages names an old path: resuming it says
+    so in one line, naming the folder whose files hold the current paths."""
+    from dgm_run.train import run
+
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    saved = complete(compose(["model=adgm"]))
+    saved.model._target_ = "dgm_run.models.adgm.ADGM"  # where ADGM lived before
+    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(saved))
+    with pytest.raises(
+        UserError,
+        match=r"config .*config.yaml: model._target_: cannot import 'dgm_run.models.adgm.ADGM' .*configs/model/",
+    ):
+        run(compose([f"resume={run_dir}"]), run_dir)
