@@ -5,6 +5,7 @@ one that imports it back."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,12 @@ def test_the_checks_see_the_imports():
     assert "dgm_run.models.base" in imports(REPO / "dgm_run" / "trainer.py")
     adgm = imports(REPO / "dgm_run" / "models" / "semi_supervised" / "adgm.py")
     assert {"dgm_run.models.semi_supervised.auxiliary", "dgm_run.models.nn"} <= adgm
+
+
+def test_the_readme_layout_names_every_module():
+    """README's "Layout" names every module of the package and every script, by its file name."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout") : readme.index("## Adding a model")]
+    named = set(re.findall(r"[\w]+\.py", layout))
+    files = {p.name for p in SOURCES if p.name != "__init__.py"}
+    assert not files - named, f"README's Layout does not name {sorted(files - named)}"
