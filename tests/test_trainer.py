@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from dgm_run import checkpoint
 from dgm_run.errors import UserError
-from dgm_run.train import run
+from dgm_run.train import build, run
 from tests.conftest import TINY, compose_cfg
 
 
@@ -241,3 +241,13 @@ def test_a_checkpoint_is_written_once_its_interval_has_passed(monkeypatch, tmp_p
     steps, per_epoch = checkpoint_steps(monkeypatch, cfg, tmp_path)
     # Every batch is past the interval: one write per step, one more at each epoch end that has no evaluation.
     assert steps[: per_epoch + 1] == [*range(1, per_epoch + 1), per_epoch]
+
+
+def test_a_cpu_run_takes_denormal_numbers_as_zero(tmp_path):
+    """A CPU computes with numbers below float's normal range many times slower; a weight that only decays
+    (a pruned unit's) ends there. A run on the CPU flushes them to zero."""
+    torch.set_flush_denormal(False)
+    tiny = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
+    assert float(tiny * 1.0) != 0.0
+    build(compose_cfg(*TINY), tmp_path)
+    assert float(tiny * 1.0) == 0.0
