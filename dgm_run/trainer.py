@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -62,16 +63,7 @@ class Trainer:
         self.optimizers, self.schedulers = self.phase_optimizers.optimizers, self.phase_optimizers.schedulers
         self.progress = Progress(self.device)
         self.meter = LossMeter(list(self.optimizers), self.progress)
-        self.scheduled_step = TrainStep(
-            model,
-            self.optimizers,
-            model.schedule,
-            model.simultaneous,
-            self.meter,
-            self.autocast,
-            self.settings.compile,
-            self.cuda_graph,
-        )
+        self.scheduled_step = self._train_step(model, self.optimizers, model.schedule, model.simultaneous, self.meter)
         self.evaluator = Evaluator.for_run(run_config, model, data, logger, self.autocast)
         self.best = BestCheckpoint(self.settings, self.checkpoint_path.with_name("best.pt"), data.eval_sets())
         self.steps_per_epoch = data.steps_per_epoch
@@ -219,17 +211,20 @@ class Trainer:
         parameters, built from optimizer.*, at this trainer's precision, torch.compile and CUDA graph. Its loss
         terms are not kept: it trains nothing of this run."""
         optimizer = build_optimizer(list(module.parameters()), self.run_config.optimizer, phase, self.cuda_graph)
-        steps = TrainStep(
-            module,
-            {phase: optimizer},
-            [ScheduleEntry(phase)],
-            False,
-            None,
-            self.autocast,
-            self.settings.compile,
-            self.cuda_graph,
+        return self._train_step(module, {phase: optimizer}, [ScheduleEntry(phase)], False, None).for_epoch(0)
+
+    def _train_step(
+        self,
+        module: nn.Module,
+        optimizers: dict[str, torch.optim.Optimizer],
+        schedule: list[ScheduleEntry],
+        simultaneous: bool,
+        meter: Optional[LossMeter],
+    ) -> TrainStep:
+        """The steps of `schedule` over `module`, at this trainer's precision, torch.compile and CUDA graph."""
+        return TrainStep(
+            module, optimizers, schedule, simultaneous, meter, self.autocast, self.settings.compile, self.cuda_graph
         )
-        return steps.for_epoch(0)
 
     def _check_finite(self) -> None:
         for phase, step in self.meter.first_bad_steps().items():
