@@ -188,6 +188,7 @@ def test_the_2015_code_experiment_composes_to_its_pipeline():
         100,
         100,
     )
+    assert (data.split_seed, data.labelled_draw, data.unlabelled_eval_digits) == (123456, "numpy", "last")
     assert optimizer.weight_prior == pytest.approx(1 / 120_000, rel=1e-3) and optimizer.weight_decay == 0
     shuffled = validate(compose_cfg("experiment=adgm_2015_code_shuffled"))
     assert shuffled.data.unlabelled_order == "shuffle"

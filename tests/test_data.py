@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -53,6 +54,23 @@ def test_balanced_labels_depend_only_on_split_seed():
     c = balanced_labels(y, 100, 10, seed=1)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert y[a].bincount().tolist() == [10] * 10 and len(set(a.tolist())) == 100
+
+
+def test_the_numpy_draw_is_the_adgm_codes_shuffle_of_each_class_in_turn():
+    y = Digits(Digits.Config()).load().y_train
+    picked = balanced_labels(y, 100, 10, seed=123456, draw="numpy")
+    # The ADGM code's way (data_preparation/mnist.py): one RandomState, a Python list of each class's
+    # positions shuffled in place, class 0 first, the first n / 10 kept.
+    state, expected = np.random.RandomState(123456), []
+    for c in range(10):
+        members = torch.nonzero(y == c).flatten().tolist()
+        positions = list(range(len(members)))
+        state.shuffle(positions)
+        expected += [members[i] for i in positions[:10]]
+    assert picked.tolist() == expected
+    assert y[picked].bincount().tolist() == [10] * 10
+    assert not torch.equal(picked, balanced_labels(y, 100, 10, seed=123456))
+    assert not torch.equal(picked, balanced_labels(y, 100, 10, seed=1, draw="numpy"))
 
 
 def test_balanced_labels_errors():

@@ -8,13 +8,15 @@ import json
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dgm_run.config import LoggerConfig
+from dgm_run.config import LoggerConfig, validate
 from dgm_run.data.base import DeviceData
 from dgm_run.data.digits import Digits
+from dgm_run.data.mnist import MNIST
 from dgm_run.evaluate import Evaluator
 from dgm_run.metrics import UNLABELLED
 from dgm_run.models.semi_supervised.m2 import M2
 from dgm_run.tensorboard import TensorBoardLogger
+from tests.conftest import compose_cfg
 
 
 def digits(**overrides) -> DeviceData:
@@ -47,6 +49,25 @@ def test_the_unlabelled_evaluation_digits_are_training_digits_never_labelled():
         digits(n_unlabelled_eval=3000, test_binarize="grey", n_validation=1000).unlabelled_eval_index, index
     )
     assert not torch.equal(digits(n_unlabelled_eval=3000, split_seed=1).unlabelled_eval_index, index)
+
+
+def test_last_takes_the_training_sets_last_digits_less_the_labelled_ones():
+    data = digits(n_unlabelled_eval=3000, unlabelled_eval_digits="last")
+    last = set(range(8000 - 3000, 8000))
+    labelled = set(data.labelled.tolist())
+    assert 0 < len(labelled & last) < 100  # some labelled digits fall in the window, and are left out
+    assert data.unlabelled_eval_index.tolist() == sorted(last - labelled)
+
+
+def test_the_2015_pipeline_scores_mnist_pkl_gz_validation_digits(mnist_root):
+    cfg = validate(compose_cfg("experiment=adgm_2015_code", f"data.root={mnist_root}")).data
+    data = DeviceData(MNIST(cfg).load(), cfg, batch_size=100, device=torch.device("cpu"))
+    # mnist.pkl.gz's validation part is MNIST's training digits 50,000 to 59,999, which the ADGM code trains
+    # on (train_valid_combine=True) and scores as "valid".
+    labelled = set(data.labelled.tolist())
+    assert data.unlabelled_eval_index.tolist() == sorted(set(range(50_000, 60_000)) - labelled)
+    assert len(data.unlabelled_eval_index) == 10_000 - 13  # the README's count of labelled digits among them
+    assert len(labelled) == 100 and data.y_train[data.labelled].bincount().tolist() == [10] * 10
 
 
 def test_at_most_the_unlabelled_digits_and_none_without_labels():

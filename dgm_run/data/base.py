@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,6 +32,10 @@ class DataConfig:
     labelled_batch_size: int = 100
     # Seed of the labelled subset and of the test-set binarization, fixed across model seeds.
     split_seed: int = 0
+    # How the labelled subset is drawn from split_seed, the same number of each class. torch: a torch
+    # permutation of each class's examples; numpy: NumPy's legacy RandomState(split_seed) shuffling each
+    # class's examples in turn, class 0 first, and taking the first ones (the ADGM code's draw).
+    labelled_draw: str = "torch"
     # Draw a fresh Bernoulli sample of the pixels for every batch (the papers' dynamic binarization).
     binarize: bool = True
     # With binarize: the held-out (test and validation) images. once: binarized once with the split seed,
@@ -47,6 +52,9 @@ class DataConfig:
     # split_seed from those outside the labelled subset) on which the classifier is scored at every evaluation,
     # eval/unlabelled_error; what the ADGM authors' log calls "valid". 0: none.
     n_unlabelled_eval: int = 10000
+    # Which ones. drawn: with split_seed; last: the last n_unlabelled_eval training examples, less any
+    # labelled one (on MNIST the validation part of mnist.pkl.gz, the ADGM authors' log's "valid" digits).
+    unlabelled_eval_digits: str = "drawn"
     # The order of the batches (their unlabelled part on semi-supervised data). shuffle: a new random order
     # every epoch; fixed: one order drawn with split_seed, the same every epoch (the SDGM authors' code);
     # class_sorted: sorted by class, within a class in the data set's order, the same every epoch (the code
@@ -62,6 +70,8 @@ class DataConfig:
         check(self.n_unlabelled_eval >= 0, "n_unlabelled_eval", f"must be >= 0 (got {self.n_unlabelled_eval})")
         check(self.split_seed >= 0, "split_seed", f"must be >= 0 (got {self.split_seed})")
         check_choice(self, "test_binarize", ("once", "grey", "mean"))
+        check_choice(self, "labelled_draw", ("torch", "numpy"))
+        check_choice(self, "unlabelled_eval_digits", ("drawn", "last"))
         check_choice(self, "unlabelled_order", ("shuffle", "fixed", "class_sorted"))
         check_choice(self, "labelled_order", ("shuffle", "fixed"))
 
@@ -117,12 +127,26 @@ class EpochPlan:
     labelled_order: Optional[Tensor]
 
 
-def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int) -> Tensor:
-    """Indices of n_labels examples, n_labels / n_classes of each class, drawn with `seed`."""
+def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int, draw: str = "torch") -> Tensor:
+    """Indices of n_labels examples, n_labels / n_classes of each class, drawn with `seed` (data.labelled_draw:
+    a permutation of each class's examples in turn, torch's or NumPy's legacy RandomState's)."""
     if n_labels % n_classes:
         raise UserError(f"data.n_labels={n_labels} must be divisible by the number of classes ({n_classes})")
     per_class = n_labels // n_classes
-    generator = torch.Generator().manual_seed(seed)
+    if draw == "numpy":
+        # RandomState.permutation(n) shuffles arange(n) in place: the stream the ADGM code's rng.shuffle of each
+        # class's index list draws (ml-lab/auxiliary-deep-generative-models, data_preparation/mnist.py).
+        state = np.random.RandomState(seed)
+
+        def permutation(n: int) -> Tensor:
+            return torch.from_numpy(state.permutation(n))
+
+    else:
+        generator = torch.Generator().manual_seed(seed)
+
+        def permutation(n: int) -> Tensor:
+            return torch.randperm(n, generator=generator)
+
     picked = []
     for c in range(n_classes):
         members = torch.nonzero(y == c).flatten()
@@ -131,7 +155,7 @@ def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int) -> Tens
                 f"data.n_labels={n_labels} needs {per_class} examples of class {c}, "
                 f"but the training set has {len(members)}"
             )
-        picked.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+        picked.append(members[permutation(len(members))[:per_class]])
     return torch.cat(picked)
 
 
@@ -186,16 +210,22 @@ class DeviceData:
         )
         self.labelled = None
         if cfg.n_labels is not None:
-            self.labelled = balanced_labels(y_train, cfg.n_labels, splits.n_classes, cfg.split_seed).to(device)
+            self.labelled = balanced_labels(
+                y_train, cfg.n_labels, splits.n_classes, cfg.split_seed, cfg.labelled_draw
+            ).to(device)
         # Training digits outside the labelled subset, scored like a held-out set (eval_sets); their
         # indices in the training set, in its order.
         self.unlabelled_eval_index = None
         if self.labelled is not None and cfg.n_unlabelled_eval:
             outside = torch.ones(n_train, dtype=torch.bool)
             outside[self.labelled.cpu()] = False
-            candidates = outside.nonzero().flatten()
-            picked = torch.randperm(len(candidates), generator=split_generator(cfg, 4))[: cfg.n_unlabelled_eval]
-            self.unlabelled_eval_index = candidates[picked].sort().values.to(device)
+            if cfg.unlabelled_eval_digits == "last":
+                outside[: -cfg.n_unlabelled_eval] = False
+                self.unlabelled_eval_index = outside.nonzero().flatten().to(device)
+            else:
+                candidates = outside.nonzero().flatten()
+                picked = torch.randperm(len(candidates), generator=split_generator(cfg, 4))[: cfg.n_unlabelled_eval]
+                self.unlabelled_eval_index = candidates[picked].sort().values.to(device)
             self.x_unlabelled_eval = held_out(x_train[self.unlabelled_eval_index.cpu()], 5)
             self.y_unlabelled_eval = self.y_train[self.unlabelled_eval_index]
         # The orders that stay the same every epoch, drawn once; None: drawn afresh by plan_epoch.
