@@ -97,7 +97,7 @@ def test_reproduce_sets_the_2015_pipeline_beside_the_authors_log(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     row = [c.strip() for c in done.stdout.strip().splitlines()[-1].split("|")[1:-1]]
-    assert row[0] == "adgm_2015_code" and row[3] == "2" and row[4] == "the authors' log starts at epoch 80"
+    assert row[0] == "adgm_2015_code" and row[3] == "2" and row[4] == "the authors' log starts at epoch 10"
     curves = json.loads((tmp_path / "curves.json").read_text())
     (job_file,) = (tmp_path / "adgm_2015_code").glob("0_*/metrics.json")  # 0_adgm_mnist_100labels_...
     job = json.loads(job_file.read_text())
