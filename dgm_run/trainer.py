@@ -156,6 +156,8 @@ class Trainer:
                 self.evaluator.log_embedding(self.step)
                 self.save_checkpoint()
                 self.evaluator.animations.assemble()  # a resumed run's too: its earlier frames are on disk
+                if self._signal is not None:  # it came after the last batch; a resume only writes the results
+                    raise Interrupted(self._signal, self.step)
         finally:
             for s, handler in handlers.items():
                 signal.signal(s, handler)

@@ -15,6 +15,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
+from dgm_run.trainer import Trainer
+
 # Big enough that a kill lands mid-epoch (80 batches per epoch), small enough for seconds on a CPU.
 RUN = [
     "trainer.max_epochs=3",
@@ -90,6 +92,24 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path, reference, sig):
     assert resumed.returncode == 0, err
     assert final_metrics(run_dir) == reference
     assert hparams_status(run_dir)[1] == api_pb2.STATUS_SUCCESS  # the process that finished it says so
+
+
+def test_a_signal_after_the_last_batch_stops_the_run_and_resume_finishes_it(cli, tmp_path, monkeypatch):
+    """A signal during the final evaluation is acted on, not swallowed: in a sweep the next job must not start."""
+    fit = Trainer.fit
+
+    def signalled_at_the_last_epoch_end(trainer: Trainer) -> dict:
+        trainer.on_epoch_end = lambda t: signal.raise_signal(signal.SIGINT)  # returns None: training goes on
+        return fit(trainer)
+
+    monkeypatch.setattr(Trainer, "fit", signalled_at_the_last_epoch_end)
+    run_dir = tmp_path / "run"
+    code, _, err = cli(*RUN, "trainer.max_epochs=1", "model.hidden=[32]", f"hydra.run.dir={run_dir}")
+    assert code == 128 + signal.SIGINT and f"Resume with: dgm-run resume={run_dir}" in err
+    assert not (run_dir / "metrics.json").exists()
+    monkeypatch.setattr(Trainer, "fit", fit)
+    assert cli(f"resume={run_dir}")[0] == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["epoch"] == 1
 
 
 def test_resume_may_extend_training(cli, tmp_path):
