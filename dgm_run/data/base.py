@@ -133,20 +133,10 @@ def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int, draw: s
     if n_labels % n_classes:
         raise UserError(f"data.n_labels={n_labels} must be divisible by the number of classes ({n_classes})")
     per_class = n_labels // n_classes
-    if draw == "numpy":
-        # RandomState.permutation(n) shuffles arange(n) in place: the stream the ADGM code's rng.shuffle of each
-        # class's index list draws (ml-lab/auxiliary-deep-generative-models, data_preparation/mnist.py).
-        state = np.random.RandomState(seed)
-
-        def permutation(n: int) -> Tensor:
-            return torch.from_numpy(state.permutation(n))
-
-    else:
-        generator = torch.Generator().manual_seed(seed)
-
-        def permutation(n: int) -> Tensor:
-            return torch.randperm(n, generator=generator)
-
+    # numpy: RandomState.permutation(n) shuffles arange(n) in place, the stream the ADGM code's rng.shuffle of
+    # each class's index list draws (ml-lab/auxiliary-deep-generative-models, data_preparation/mnist.py).
+    state = np.random.RandomState(seed) if draw == "numpy" else None
+    generator = torch.Generator().manual_seed(seed)
     picked = []
     for c in range(n_classes):
         members = torch.nonzero(y == c).flatten()
@@ -155,7 +145,9 @@ def balanced_labels(y: Tensor, n_labels: int, n_classes: int, seed: int, draw: s
                 f"data.n_labels={n_labels} needs {per_class} examples of class {c}, "
                 f"but the training set has {len(members)}"
             )
-        picked.append(members[permutation(len(members))[:per_class]])
+        n = len(members)
+        order = torch.from_numpy(state.permutation(n)) if state is not None else torch.randperm(n, generator=generator)
+        picked.append(members[order[:per_class]])
     return torch.cat(picked)
 
 
