@@ -48,8 +48,9 @@ def reason(err: BaseException) -> str:
 
 
 def temporary(path: Path) -> Path:
-    """Where `atomic` writes `path` before renaming it: beside it, hidden."""
-    return path.with_name(f".{path.name}.tmp")
+    """Where `atomic` writes `path` before renaming it: beside it, hidden, and this process's own, so that two
+    processes writing one file (a search's jobs, each writing the study's results) never rename each other's."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 @contextlib.contextmanager

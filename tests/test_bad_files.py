@@ -434,3 +434,28 @@ def test_a_read_only_run_directory_is_refused_before_anything_runs(cli, run_dir)
     )
     assert contents(run_dir) == before and checkpoint.load(last)["step"] == 10
     assert cli(f"resume={run_dir}", MORE)[0] == 0 and json.loads((run_dir / "metrics.json").read_text())["step"] == 15
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from dgm_run.files import write_text
+
+for i in range(300):
+    write_text(Path(sys.argv[1]), f"{sys.argv[2]} {i}\\n" * 100)
+"""
+
+
+def test_two_processes_writing_one_file_never_take_each_others_temporary_file(tmp_path):
+    """A search's jobs each write the study's results file at their end: both writes succeed, and the file is
+    one of them whole."""
+    target = tmp_path / "optimization_results.yaml"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(target), name], stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
+    errors = [w.communicate(timeout=120)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    lines = target.read_text().splitlines()
+    assert lines in ([f"{name} 299"] * 100 for name in ("a", "b"))
+    assert not list(tmp_path.glob(".*.tmp"))
