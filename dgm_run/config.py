@@ -35,6 +35,7 @@ class PhaseOptimizerConfig:
 
     lr: Optional[float] = None
     betas: Optional[list[float]] = None
+    bias_correction: Optional[bool] = None
     weight_decay: Optional[float] = None
     weight_prior: Optional[float] = None
     clip_norm: Optional[float] = None
@@ -47,6 +48,9 @@ class OptimizerConfig:
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    # Adam's moments divided by (1 - beta ** step); false: used as they are, as the AdaM of Kingma's M2 code does
+    # (dpkingma/nips14-ssl, adam.py, which learn_yz_x_ss.py uses), whose first steps are several times Adam's.
+    bias_correction: bool = True
     weight_decay: float = 0.0
     momentum: float = 0.0
     # Step decay per epoch: lr * lr_decay ** (epoch // lr_decay_every_epochs), floored at min_lr.
@@ -78,6 +82,11 @@ class OptimizerConfig:
             for key in ("clip_norm", "clip_value"):
                 value = getattr(node, key)
                 check(value is None or value > 0, prefix + key, f"must be > 0, or null for no clipping (got {value})")
+            check(
+                node.bias_correction in (None, True) or self.name == "adam",
+                prefix + "bias_correction",
+                f"false is a variant of Adam; set optimizer.name=adam (got {self.name})",
+            )
             check(
                 node.weight_prior is None or node.weight_prior >= 0,
                 prefix + "weight_prior",

@@ -87,6 +87,8 @@ def build_optimizer(
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
             params, lr=lr, momentum=cfg.momentum, weight_decay=weight_decay, fused=True
         )
+    elif not setting("bias_correction"):
+        optimizer = UncorrectedAdam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay)
     else:
         adam = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         optimizer = adam(params, lr=lr, betas=betas, eps=cfg.eps, weight_decay=weight_decay, fused=True, **extra)
@@ -94,6 +96,48 @@ def build_optimizer(
     if prior or clip_norm is not None or clip_value is not None:
         optimizer.register_step_pre_hook(prepare_gradients(list(params), prior, clip_norm, clip_value))
     return optimizer
+
+
+class UncorrectedAdam(torch.optim.Optimizer):
+    """Adam without bias correction (optimizer.bias_correction=false): the moments, started at zero, are used as
+    they are, as in Kingma's AdaM (dpkingma/nips14-ssl, adam.py), which trained M2 of M1+M2. Its step is Adam's
+    times (1 - beta1^t) / sqrt(1 - beta2^t): 3.2x at the first, 6.6x near the twelfth, within 3 % from the
+    3,000th. weight_decay is added to the gradient, as Adam's. It keeps no step count, so a step captured in a
+    CUDA graph replays it exactly; its lr may be a tensor (capturable), which the decay updates in place."""
+
+    def __init__(
+        self,
+        params: list[torch.nn.Parameter],
+        lr: float | torch.Tensor,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            exp_avg = [self.state[p]["exp_avg"] for p in params]
+            exp_avg_sq = [self.state[p]["exp_avg_sq"] for p in params]
+            beta1, beta2 = group["betas"]
+            torch._foreach_lerp_(exp_avg, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
+            denominators = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_add_(denominators, group["eps"])
+            updates = torch._foreach_div(exp_avg, denominators)
+            torch._foreach_mul_(updates, group["lr"])
+            torch._foreach_sub_(params, updates)
 
 
 def step_decay(cfg: OptimizerConfig, base_lr: float) -> Callable[[int], float]:

@@ -31,6 +31,10 @@ BAD_INPUT = [
     (["data.n_labels=9000"], "data.n_labels=9000 is larger than the training set (8000 examples)"),
     (["data.n_labels=15"], "data.n_labels=15 must be divisible by the number of classes (10)"),
     (["optimizer.lr=0"], "optimizer.lr: must be > 0 (got 0.0)"),
+    (
+        ["optimizer=sgd", "optimizer.bias_correction=false"],
+        "optimizer.bias_correction: false is a variant of Adam; set optimizer.name=adam (got sgd)",
+    ),
     (["data=gmm2d"], "model=vae has a Bernoulli likelihood and needs data in [0, 1]"),
     (["data=toy_onehot4", "data.n_train=0"], "data.n_train: must be a positive integer (got 0)"),
     (

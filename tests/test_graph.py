@@ -53,13 +53,16 @@ def test_step_on_fixed_tensors_gives_the_trainers_numbers(tmp_path, model):
     assert plain.meter.read() == fixed.meter.read()
 
 
-def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path):
-    cfg = two_player_cfg("optimizer.lr_decay=0.5")
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_capturable_optimizers_decay_in_place_and_survive_a_checkpoint(tmp_path, bias_correction):
+    cfg = two_player_cfg("optimizer.lr_decay=0.5", f"optimizer.bias_correction={bias_correction}")
     trainer = build_trainer(cfg, tmp_path)
     schedule, ocfg = trainer.model.schedule, trainer.run_config.optimizer
     optimizers = PhaseOptimizers(trainer.model, schedule, ocfg, capturable=True)
     lr = optimizers.optimizers["primal"].param_groups[0]["lr"]
-    assert isinstance(lr, torch.Tensor) and optimizers.optimizers["primal"].defaults["capturable"]
+    assert isinstance(lr, torch.Tensor)
+    if bias_correction:  # Adam keeps its step count on the device only when capturable; Kingma's AdaM has none
+        assert optimizers.optimizers["primal"].defaults["capturable"]
     trainer.scheduled_step.optimizers = optimizers.optimizers
     drive(trainer, 2)
     optimizers.end_epoch()
@@ -125,11 +128,14 @@ def test_cuda_graph_settings_are_checked(tmp_path):
 
 # ------------------------------------------------------------------------------------ on a GPU
 @cuda
-def test_graph_replays_equal_eager_steps(tmp_path):
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_graph_replays_equal_eager_steps(tmp_path, bias_correction):
     """TwoPlayer draws no random numbers in its loss: five captured steps (three warm-up calls, the
-    capture, one replay, then more replays) move the parameters as five eager steps do."""
-    eager = build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=false"), tmp_path / "eager")
-    graphed = build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=true"), tmp_path / "graph")
+    capture, one replay, then more replays) move the parameters as five eager steps do, with Adam and with
+    Kingma's AdaM (optimizer.bias_correction=false)."""
+    adam = f"optimizer.bias_correction={bias_correction}"
+    eager = build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=false", adam), tmp_path / "eager")
+    graphed = build_trainer(two_player_cfg("device=cuda", "trainer.cuda_graph=true", adam), tmp_path / "graph")
     assert graphed.cuda_graph and not eager.cuda_graph
     for trainer in (eager, graphed):
         torch.manual_seed(3)

@@ -391,10 +391,10 @@ def test_m1m2_features_once_choose_the_units_over_the_first_1000_training_digits
 
 def test_m1m2_paper_experiment_adds_m2s_weight_prior_over_the_number_of_digits():
     """experiment=m1m2_mnist: M2's optimizer adds the gradient of Kingma's N(0, 1) weight prior divided by the
-    number of digits N, w / N: its step equals Adam's without decay on the loss's gradient plus w / N. M1's
-    phase has no prior."""
+    number of digits N, w / N: its step equals the same optimizer's without decay on the loss's gradient plus
+    w / N. M1's phase has no prior."""
     from dgm_run.config import validate
-    from dgm_run.optim import build_optimizer
+    from dgm_run.optim import UncorrectedAdam, build_optimizer
 
     opt_cfg = validate(compose_cfg("experiment=m1m2_mnist")).optimizer
     decay = opt_cfg.phases["m2"].weight_decay
@@ -403,13 +403,14 @@ def test_m1m2_paper_experiment_adds_m2s_weight_prior_over_the_number_of_digits()
     with_prior, by_hand = torch.nn.Parameter(torch.randn(6)), torch.nn.Parameter(torch.zeros(6))
     with torch.no_grad():
         by_hand.copy_(with_prior)
-    m2_step, m1_step = build_optimizer([with_prior], opt_cfg, "m2"), build_optimizer([by_hand], opt_cfg, "m1")
-    assert m1_step.param_groups[0]["weight_decay"] == 0
+    assert build_optimizer([by_hand], opt_cfg, "m1").param_groups[0]["weight_decay"] == 0
+    m2_step = build_optimizer([with_prior], opt_cfg, "m2")
+    hand_step = UncorrectedAdam([by_hand], lr=opt_cfg.lr, betas=tuple(opt_cfg.betas), eps=opt_cfg.eps, weight_decay=0)
     for _ in range(3):
         grad = torch.randn(6) * 1e-4  # a loss's gradient as small as the prior's
         with_prior.grad, by_hand.grad = grad.clone(), grad + by_hand.detach() / 60_000
         m2_step.step()
-        m1_step.step()
+        hand_step.step()
     torch.testing.assert_close(with_prior, by_hand, rtol=1e-4, atol=1e-7)
 
 
