@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -263,6 +264,15 @@ def main() -> None:
         fail(describe(err))
     except UserError as err:  # a sweeper's own setting (hydra.sweeper.*), found before any job ran
         fail(str(err))
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (training's own handler checkpoints and names the resume command): while a run
+        # was set up or wrote its results, or between a sweep's jobs.
+        print(
+            "dgm-run: stopped by SIGINT outside training; a run that saved a checkpoint resumes with "
+            "dgm-run resume=RUN_DIR, a search with its own command",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signal.SIGINT)
     if directories.sweep is not None:
         report_sweep()
         failed = failed_jobs(directories.sweep, started)

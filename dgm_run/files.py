@@ -57,7 +57,8 @@ def temporary(path: Path) -> Path:
 def atomic(path: Path) -> Iterator[BinaryIO]:
     """A file to write `path` through: it appears whole on leaving the block, or not at all (its folder is made
     if missing). An OSError on the way (a full disk, a read-only folder) becomes a WriteError naming `path`;
-    the file it would have replaced is untouched and no temporary file is left."""
+    the file it would have replaced is untouched and no temporary file is left, also when anything else
+    (a Ctrl-C) stops the write."""
     tmp = temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,9 +68,10 @@ def atomic(path: Path) -> Iterator[BinaryIO]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise WriteError(f"cannot write {path} ({reason(err)})") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # gone already when the rename succeeded
 
 
 def write_bytes(path: Path, data: bytes) -> None:

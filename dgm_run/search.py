@@ -146,22 +146,25 @@ def run_search(
                     [[*fixed, *overrides_of(t), f"+hydra.job.env_set.{TRIAL_ENV}={t.number}", *env] for t in group],
                     group[0].number,
                 )
+            for t, ret in zip(trials, returns):
+                run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+                t.set_user_attr("run_dir", str(run_dir))
+                if ret.status != JobStatus.COMPLETED or (run_dir / ERROR_FILE).is_file():
+                    study.tell(t, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                    failure = failure or (ret if ret.status != JobStatus.COMPLETED else None)
+                elif "pruned_at_epoch" in _frozen(study, t.number).user_attrs:
+                    study.tell(t, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+                else:
+                    study.tell(t, float(ret.return_value), skip_if_finished=True)
+                write_trial(run_dir, _frozen(study, t.number), cfg)
         except BaseException:
-            for t in trials:  # a signal or a crash: these trials are to be run again
-                t.set_user_attr("interrupted", True)
-                study.tell(t, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            # A signal or a crash, in a job or in telling the study how the jobs ended: the trials not told yet
+            # are to be run again.
+            for t in trials:
+                if _frozen(study, t.number).state == optuna.trial.TrialState.RUNNING:
+                    t.set_user_attr("interrupted", True)
+                    study.tell(t, state=optuna.trial.TrialState.FAIL)
             raise
-        for t, ret in zip(trials, returns):
-            run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            t.set_user_attr("run_dir", str(run_dir))
-            if ret.status != JobStatus.COMPLETED or (run_dir / ERROR_FILE).is_file():
-                study.tell(t, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-                failure = failure or (ret if ret.status != JobStatus.COMPLETED else None)
-            elif "pruned_at_epoch" in _frozen(study, t.number).user_attrs:
-                study.tell(t, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-            else:
-                study.tell(t, float(ret.return_value), skip_if_finished=True)
-            write_trial(run_dir, _frozen(study, t.number), cfg)
     write_results(study, sweep_dir)
     if failure is not None:
         _ = failure.return_value  # raises the failed job's error, as Hydra's own sweepers do

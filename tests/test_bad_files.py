@@ -30,7 +30,7 @@ from tensorboard.compat.tensorflow_stub.io import gfile
 
 from dgm_run import checkpoint
 from dgm_run.data.digits import ASSETS
-from dgm_run.files import temporary
+from dgm_run.files import atomic, temporary
 from tests.conftest import REPO
 
 DGM_RUN = str(Path(sys.executable).with_name("dgm-run"))
@@ -459,3 +459,12 @@ def test_two_processes_writing_one_file_never_take_each_others_temporary_file(tm
     lines = target.read_text().splitlines()
     assert lines in ([f"{name} 299"] * 100 for name in ("a", "b"))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_write_that_a_ctrl_c_stops_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("the last good one\n")
+    with pytest.raises(KeyboardInterrupt), atomic(target) as f:
+        f.write(b"half of the new")
+        raise KeyboardInterrupt
+    assert target.read_text() == "the last good one\n" and not list(tmp_path.glob(".*.tmp"))

@@ -104,3 +104,29 @@ def test_a_search_space_that_is_no_sweep_is_one_line(tmp_path):
         .splitlines()[-1]
         .startswith("dgm-run: error: hydra.sweeper.params.model.z_dim: '5' is not a search space")
     )
+
+
+def test_a_signal_while_the_study_is_told_how_a_job_ended_leaves_no_trial_running(cli, tmp_path, monkeypatch):
+    """Ctrl-C after a job ended but before its trial was told (outside training): the trial is recorded as
+    interrupted, not left running for ever, the command ends in one line, and the same command finishes the
+    search."""
+    tell = optuna.study.Study.tell
+
+    def interrupted(*args, **kwargs):
+        monkeypatch.setattr(optuna.study.Study, "tell", tell)
+        signal.raise_signal(signal.SIGINT)  # no handler of dgm-run's is up here: Python's KeyboardInterrupt
+
+    monkeypatch.setattr(optuna.study.Study, "tell", interrupted)
+    sweep = tmp_path / "search"
+    args = [*command(sweep)[2:], "hydra.sweeper.pruner=null"]
+    try:
+        code, _, err = cli("-m", *args)
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C reached the caller instead of ending dgm-run in one line")
+    assert code == 128 + signal.SIGINT, err
+    assert err.strip().splitlines()[-1].startswith("dgm-run: stopped by SIGINT outside training;"), err
+    trials = study(sweep).trials
+    assert [(t.state.name, t.user_attrs.get("interrupted")) for t in trials] == [("FAIL", True)]
+    assert Path(trials[0].user_attrs["run_dir"], "metrics.json").is_file()  # its job had ended
+    assert cli("-m", *args)[0] == 0
+    assert [t.state.name for t in study(sweep).trials] == ["FAIL", *["COMPLETE"] * 4]
